@@ -1,0 +1,43 @@
+"""kit: a Kaggle-style offline competition kit for image classification.
+
+The library behind the `kit` command; every command is one of these calls:
+
+    from kit import Competition, new_competition, download, make_folds, train_run, predict_run
+    from kit import ensemble_runs, submit, leaderboard, run_all
+
+Names are imported lazily so that `import kit` (and `kit --help`) never loads torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Competition": "kit.competition",
+    "new_competition": "kit.competition",
+    "load_config": "kit.config",
+    "Config": "kit.config",
+    "KitError": "kit.errors",
+    "download": "kit.data.download",
+    "make_folds": "kit.data.folds",
+    "read_train_items": "kit.data.layout",
+    "read_test_items": "kit.data.layout",
+    "train_run": "kit.train.cv",
+    "predict_run": "kit.infer.predict",
+    "ensemble_runs": "kit.infer.ensemble",
+    "validate_submission": "kit.submission",
+    "write_submission": "kit.submission",
+    "submit": "kit.platforms",
+    "leaderboard": "kit.platforms",
+    "run_all": "kit.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Reading a competition's data: layouts, images, transforms, datasets, folds."""

@@ -1,0 +1,27 @@
+"""A torch Dataset over image files: decode, resize, augment, and hand uint8 CHW tensors on."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kit.data.images import load_rgb
+
+
+class ImageDataset(Dataset):
+    """Items are (uint8 CxHxW tensor, class index); normalisation happens on the device."""
+
+    def __init__(self, paths: list[str], targets: np.ndarray | None, transform):
+        self.paths = list(paths)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        image = self.transform(image=load_rgb(self.paths[index]))["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        target = -1 if self.targets is None else self.targets[index]
+        return tensor, target

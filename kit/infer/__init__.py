@@ -1,0 +1,1 @@
+"""Inference: TTA prediction, ensembles."""

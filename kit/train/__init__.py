@@ -1,0 +1,1 @@
+"""Training: timm models, the one-fold loop, the k-fold driver."""
