@@ -15,7 +15,6 @@ install: $(STAMP)
 # torch and torchvision are pinned to the releases that lie on these machines' local disk
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
