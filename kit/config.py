@@ -94,6 +94,11 @@ class PredictSection:
 
 
 @dataclass
+class TaskSection:
+    type: str = "multiclass"  # multiclass, binary, multilabel or ordinal (see kit/task.py)
+
+
+@dataclass
 class MetricSection:
     name: str = "accuracy"  # the competition's metric; selects the best epoch
 
@@ -114,6 +119,7 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
     predict: PredictSection = field(default_factory=PredictSection)
+    task: TaskSection = field(default_factory=TaskSection)
     metric: MetricSection = field(default_factory=MetricSection)
     submission: SubmissionSection = field(default_factory=SubmissionSection)
 

@@ -1,7 +1,8 @@
 """Competition metrics, always computed on whole arrays (a fold, a leaderboard split), never per batch.
 
-Each metric scores class probabilities (OOF and test predictions) and, where it can, hard labels
-(what a class-index submission holds).
+`score(task, targets, predictions)` takes the task's encoded targets (class indices, 0/1 rows or
+grades) and a prediction table's values (probabilities, or the ordinal `value` column).
+`from_labels` scores hard labels, which is what a class-index submission holds.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from kit.errors import ConfigError
 class Metric:
     name: str
     greater_is_better: bool
-    from_labels: Callable[[np.ndarray, np.ndarray], float]  # y_true, y_pred (class indices)
-    from_probs: Callable[[np.ndarray, np.ndarray], float] | None = None  # y_true, probs (n, k)
+    tasks: tuple[str, ...]  # the task kinds it can score
+    fn: Callable  # (task, targets, predictions) -> float
+    from_labels: Callable | None = None  # (y_true, y_pred) hard labels -> float
 
-    def score(self, y_true: np.ndarray, probs: np.ndarray) -> float:
-        """Score class-index targets against an (n, k) probability matrix."""
-        if self.from_probs is not None:
-            return float(self.from_probs(y_true, probs))
-        return float(self.from_labels(y_true, probs.argmax(axis=1)))
+    def score(self, task, targets: np.ndarray, predictions: np.ndarray) -> float:
+        return float(self.fn(task, targets, predictions))
 
     def better(self, new: float, old: float | None) -> bool:
         if old is None or np.isnan(old):
@@ -33,11 +32,11 @@ class Metric:
         return new > old if self.greater_is_better else new < old
 
 
-def _accuracy(y_true, y_pred):
+def _accuracy_labels(y_true, y_pred):
     return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
 
 
-def _f1(average):
+def _f1_labels(average):
     def score(y_true, y_pred):
         from sklearn.metrics import f1_score
 
@@ -46,32 +45,75 @@ def _f1(average):
     return score
 
 
-def _qwk(y_true, y_pred):
+def _qwk_labels(y_true, y_pred):
     from sklearn.metrics import cohen_kappa_score
 
     return cohen_kappa_score(y_true, y_pred, weights="quadratic")
 
 
-def _log_loss(y_true, probs):
+def _on_decisions(label_metric):
+    """A metric of hard labels, applied to the task's decisions on a prediction table."""
+
+    def score(task, targets, predictions):
+        truth = targets.astype(int) if task.kind in ("multilabel", "ordinal") else targets
+        return label_metric(truth, task.decide(predictions))
+
+    return score
+
+
+def _log_loss(task, targets, probs):
     from sklearn.metrics import log_loss
 
-    return log_loss(y_true, np.clip(probs, 1e-15, 1), labels=np.arange(probs.shape[1]))
+    return log_loss(targets, np.clip(probs, 1e-15, 1), labels=np.arange(probs.shape[1]))
 
 
-def _no_labels(y_true, y_pred):
-    raise ConfigError("metric log_loss needs probabilities: use a probability submission format")
+def _roc_auc(task, targets, probs):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(targets, probs[:, 1])
 
 
+def _mean_column_auc(task, targets, probs):
+    from sklearn.metrics import roc_auc_score
+
+    scores = [
+        roc_auc_score(targets[:, j], probs[:, j])
+        for j in range(targets.shape[1])
+        if 0 < targets[:, j].sum() < len(targets)  # AUC needs both values in the column
+    ]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _rmse(task, targets, values):
+    return float(np.sqrt(np.mean((values.reshape(-1) - targets) ** 2)))
+
+
+SINGLE = ("multiclass", "binary")
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy", True, _accuracy),
-    "f1_macro": Metric("f1_macro", True, _f1("macro")),
-    "f1_micro": Metric("f1_micro", True, _f1("micro")),
-    "qwk": Metric("qwk", True, _qwk),
-    "log_loss": Metric("log_loss", False, _no_labels, _log_loss),
-}
+    m.name: m
+    for m in [
+        Metric("accuracy", True, SINGLE, _on_decisions(_accuracy_labels), _accuracy_labels),
+        Metric("f1_macro", True, (*SINGLE, "multilabel"), _on_decisions(_f1_labels("macro")),
+               _f1_labels("macro")),
+        Metric("f1_micro", True, (*SINGLE, "multilabel"), _on_decisions(_f1_labels("micro")),
+               _f1_labels("micro")),
+        Metric("qwk", True, ("ordinal", "multiclass"), _on_decisions(_qwk_labels), _qwk_labels),
+        Metric("log_loss", False, SINGLE, _log_loss),
+        Metric("roc_auc", True, ("binary",), _roc_auc),
+        Metric("mean_column_auc", True, ("multilabel",), _mean_column_auc),
+        Metric("rmse", False, ("ordinal",), _rmse),
+    ]
+}  # fmt: skip
 
 
-def get_metric(name: str) -> Metric:
+def get_metric(name: str, task_kind: str | None = None) -> Metric:
+    """The metric by name; with task_kind, refuse one that cannot score that task."""
     if name not in METRICS:
         raise ConfigError(f"metric.name {name!r} is unknown: choose one of {', '.join(METRICS)}")
-    return METRICS[name]
+    metric = METRICS[name]
+    if task_kind is not None and task_kind not in metric.tasks:
+        fits = [m.name for m in METRICS.values() if task_kind in m.tasks]
+        raise ConfigError(
+            f"metric.name {name!r} does not fit task.type {task_kind!r}: use one of {', '.join(fits)}"
+        )
+    return metric

@@ -10,13 +10,9 @@ import pandas as pd
 from kit.competition import Competition
 from kit.errors import ConfigError, DataError, SubmissionError
 from kit.fileio import atomic_open
+from kit.task import Task
 
 FORMATS = ("class_index", "class_name")
-
-
-def prob_columns(classes: list) -> list[str]:
-    """Probability columns shared by oof.csv, test.csv and every blend: p_<class>."""
-    return [f"p_{c}" for c in classes]
 
 
 def _examples(values, n: int = 3) -> str:
@@ -114,13 +110,13 @@ def _format(competition: Competition) -> dict:
 
 
 def write_submission(
-    competition: Competition, predictions: pd.DataFrame, classes: list, name: str
+    competition: Competition, predictions: pd.DataFrame, task: Task, name: str
 ) -> Path:
-    """Turn a table of id + p_<class> into submissions/<name>.csv, validated before it appears."""
+    """Turn a prediction table (id + task.columns) into submissions/<name>.csv, validated first."""
     settings = _format(competition)
     sample_path = competition.path(competition.config.data.sample_submission)
     sample = pd.read_csv(sample_path, dtype={settings["id_column"]: str})
-    columns = prob_columns(classes)
+    classes = list(task.classes)
     indexed = predictions.set_index("id")
     missing = sample[settings["id_column"]][~sample[settings["id_column"]].isin(indexed.index)]
     if len(missing):
@@ -128,8 +124,9 @@ def write_submission(
             f"predictions lack {len(missing)} test id(s), e.g. {_examples(missing)}: "
             "predict on the current test set again (`kit predict RUN`)"
         )
-    probs = indexed.loc[sample[settings["id_column"]], columns].to_numpy()
-    labels = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    values = indexed.loc[sample[settings["id_column"]], task.columns].to_numpy()
+    decided = task.decide(values)
+    labels = decided if task.kind == "ordinal" else np.asarray(classes, dtype=object)[decided]
     if settings["format"] == "class_index":
         labels = [int(label) for label in labels]
     out = sample.copy()

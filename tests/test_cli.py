@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
 from conftest import TINY
+
 from kit.cli import cli
 
 
@@ -28,7 +28,7 @@ def test_help_never_imports_torch():
 
 
 def test_every_command_help_ends_with_an_example():
-    for name, command in cli.commands.items():
+    for name in cli.commands:
         result = invoke(name, "--help")
         assert result.exit_code == 0
         body = result.output.split("Options:")[0].strip()
@@ -45,8 +45,12 @@ def assert_one_line_error(result, fragment):
 
 def test_bad_input_is_one_line_and_exit_2(digits, tmp_path):
     root = digits.root
-    assert_one_line_error(invoke("train", "-C", root, "--set", "train.epoch=3"), "did you mean 'epochs'")
-    assert_one_line_error(invoke("train", "-C", root, "--set", "train.epochs=many"), "train.epochs must be int")
+    assert_one_line_error(
+        invoke("train", "-C", root, "--set", "train.epoch=3"), "did you mean 'epochs'"
+    )
+    assert_one_line_error(
+        invoke("train", "-C", root, "--set", "train.epochs=many"), "train.epochs must be int"
+    )
     assert_one_line_error(invoke("new", "digits", "--parent", root.parent), "already exists")
     assert_one_line_error(invoke("new", "Not A Slug"), "not a slug")
     assert_one_line_error(invoke("train", "-C", root), "kit folds")
@@ -70,7 +74,11 @@ def test_validate_prints_every_problem(digits):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("Error: ") for line in lines)
-    assert "duplicate" in lines[0] and "missing" in lines[1] and "outside the class set: 42" in lines[2]
+    assert (
+        "duplicate" in lines[0]
+        and "missing" in lines[1]
+        and "outside the class set: 42" in lines[2]
+    )
     assert invoke("submit", "-C", digits.root, path, "-m", "x").exit_code == 2
     sample.to_csv(path, index=False)
     assert invoke("validate", "-C", digits.root, path).output.strip().endswith("valid")
@@ -91,12 +99,17 @@ def test_the_whole_loop_from_the_cli(digits):
     assert rows[0]["team"] == "tester" and rows[0]["message"] == "end to end"
     assert rows[0]["public_score"] == pytest.approx(summary["public_score"])
     assert "private_score" not in rows[0]
-    assert "private_score" in json.loads(invoke("leaderboard", "-C", root, "--private", "--json").output)[0]
+    assert (
+        "private_score"
+        in json.loads(invoke("leaderboard", "-C", root, "--private", "--json").output)[0]
+    )
     # a second run reuses data and folds, and the daily limit (5) is enforced by `kit submit`
     submission = root / "submissions" / "e2e.csv"
     for _ in range(4):
         assert invoke("submit", "-C", root, submission, "-m", "again").exit_code == 0
-    assert_one_line_error(invoke("submit", "-C", root, submission, "-m", "sixth"), "daily limit of 5")
+    assert_one_line_error(
+        invoke("submit", "-C", root, submission, "-m", "sixth"), "daily limit of 5"
+    )
 
 
 def test_eda_and_folds_check(digits):

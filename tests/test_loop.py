@@ -45,7 +45,8 @@ def test_training_writes_every_artefact(trained):
     assert [e["event"] for e in events][:2] == ["start", "epoch"]
     assert sum(e["event"] == "epoch" for e in events) == 3
     checkpoint = torch.load(run_dir / "fold0" / "best.pt", weights_only=False)
-    assert {"model", "config", "classes", "fold", "epoch", "score"} <= set(checkpoint)
+    assert {"model", "config", "task", "fold", "epoch", "score"} <= set(checkpoint)
+    assert checkpoint["task"] == {"kind": "multiclass", "classes": list(range(10))}
     assert checkpoint["config"]["train"]["epochs"] == 1  # the resolved config, overrides included
     assert "epochs = 1" in (run_dir / "config.toml").read_text()
 

@@ -49,7 +49,9 @@ def test_eda_notebook_runs_top_to_bottom(digits):
 
     path = digits.root / "notebooks" / "eda.ipynb"
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = json.dumps([o.get("text", "") for o in outputs])

@@ -10,11 +10,11 @@ from kit.data.images import load_rgb
 
 
 class ImageDataset(Dataset):
-    """Items are (uint8 CxHxW tensor, class index); normalisation happens on the device."""
+    """Items are (uint8 CxHxW tensor, encoded target); normalisation happens on the device."""
 
     def __init__(self, paths: list[str], targets: np.ndarray | None, transform):
         self.paths = list(paths)
-        self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
+        self.targets = targets  # Task.encode's output: class indices, 0/1 rows or grades
         self.transform = transform
 
     def __len__(self) -> int:

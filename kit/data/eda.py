@@ -620,7 +620,8 @@ def report_competition(competition, *, max_images: int | None = None) -> dict:
     from kit.data.layout import class_list, read_train_items
 
     if competition.folds_csv.exists():
-        items, classes = training_table(competition)
+        items, task = training_table(competition)
+        classes = list(task.classes)
     else:
         items = read_train_items(competition)
         classes = class_list(items)

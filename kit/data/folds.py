@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
-from kit.data.layout import class_list, read_train_items
+from kit.data.layout import read_train_items
 from kit.errors import DataError, KitError
 from kit.fileio import write_csv
+from kit.task import Task, create_task
 
 
 def make_folds(competition: Competition, *, force: bool = False) -> pd.DataFrame:
@@ -54,8 +55,8 @@ def folds_hash(folds: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def training_table(competition: Competition) -> tuple[pd.DataFrame, list]:
-    """Training items joined with folds.csv; the classes in their fixed order."""
+def training_table(competition: Competition) -> tuple[pd.DataFrame, Task]:
+    """Training items joined with folds.csv, and the task (its classes in their fixed order)."""
     items = read_train_items(competition)
     folds = read_folds(competition)
     merged = items.merge(folds[["id", "fold"]], on="id", how="left")
@@ -66,7 +67,7 @@ def training_table(competition: Competition) -> tuple[pd.DataFrame, list]:
             "the data changed since; run `kit folds --force`"
         )
     merged["fold"] = merged["fold"].astype(int)
-    return merged, class_list(items)
+    return merged, create_task(competition.config.task.type, items["target"])
 
 
 def check_folds(competition: Competition) -> list[str]:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from kit.competition import Competition
 from kit.errors import KitError
-from kit.submission import prob_columns, write_submission
+from kit.submission import write_submission
 
 
 def _read_predictions(competition: Competition, run: str, name: str) -> pd.DataFrame:
@@ -25,11 +25,11 @@ def ensemble_runs(competition: Competition, runs: list[str], name: str) -> dict:
 
     if not runs:
         raise KitError("name at least one run to ensemble")
-    table, classes = training_table(competition)
-    columns = prob_columns(classes)
+    table, task = training_table(competition)
+    columns = task.columns
     infos = [json.loads((competition.run_dir(r) / "run.json").read_text()) for r in runs]
     for run, info in zip(runs, infos, strict=True):
-        if info["classes"] != classes:
+        if info["classes"] != list(task.classes):
             raise KitError(f"run '{run}' was trained on other classes than the data has now")
     tests = [_read_predictions(competition, r, "test.csv").set_index("id") for r in runs]
     for run, test in zip(runs, tests, strict=True):
@@ -37,7 +37,7 @@ def ensemble_runs(competition: Competition, runs: list[str], name: str) -> dict:
             raise KitError(f"run '{run}' predicted another set of test ids: `kit predict {run}`")
     blend = sum(t[columns] for t in tests) / len(tests)
     blend = blend.reset_index()
-    path = write_submission(competition, blend, classes, name)
+    path = write_submission(competition, blend, task, name)
 
     result = {"submission": str(path), "runs": runs, "cv": None}
     if len({info["folds_hash"] for info in infos}) == 1:
@@ -50,5 +50,5 @@ def ensemble_runs(competition: Competition, runs: list[str], name: str) -> dict:
         keys = oofs[0][["id", "fold"]]
         mean = sum(o[columns].to_numpy() for o in oofs) / len(oofs)
         blended = pd.concat([keys, pd.DataFrame(mean, columns=columns)], axis=1)
-        result.update(score_oof(competition, blended, table, classes))
+        result.update(score_oof(competition, blended, table, task))
     return result

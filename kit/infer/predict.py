@@ -14,12 +14,11 @@ from kit.config import load_config
 from kit.data.layout import read_test_items
 from kit.errors import KitError
 from kit.fileio import write_csv, write_json
-from kit.submission import prob_columns
 
 
 @np.errstate(all="ignore")
-def _predict_views(model, loader, device, views, mean, std, amp) -> np.ndarray:
-    """(n_views, n_images, n_classes) probabilities."""
+def _predict_views(model, loader, device, views, mean, std, amp, task) -> np.ndarray:
+    """(n_views, n_images, task.num_outputs) activated outputs."""
     import torch
 
     from kit.device import autocast, normalise, to_unit_float
@@ -33,7 +32,7 @@ def _predict_views(model, loader, device, views, mean, std, amp) -> np.ndarray:
             batch = normalise(make_views(x, views), mean, std)
             with autocast(device, amp):
                 logits = model(batch)
-            probs = logits.float().softmax(dim=1).view(len(views), len(images), -1)
+            probs = task.activate(logits).view(len(views), len(images), -1)
             chunks.append(probs.cpu())
     return torch.cat(chunks, dim=1).numpy()
 
@@ -61,29 +60,30 @@ def predict_run(
     if not checkpoints:
         raise KitError(f"run '{run}' has no fold checkpoints in {run_dir}: train it first")
     device = pick_device(config.train.device)
-    table, classes = training_table(competition)
+    table, task = training_table(competition)
     test_items = read_test_items(competition)
     transform = create_transform(config.augment.valid, config.train.image_size, "augment.valid")
     loader_args = {"batch_size": config.predict.batch_size, "num_workers": config.train.num_workers}
     test_loader = DataLoader(ImageDataset(test_items["path"], None, transform), **loader_args)
-    columns = prob_columns(classes)
+    columns = task.columns
 
-    test_sum = np.zeros((len(test_items), len(classes)))
-    oof_views = np.full((len(views), len(table), len(classes)), np.nan)
+    test_sum = np.zeros((len(test_items), task.num_outputs))
+    oof_views = np.full((len(views), len(table), task.num_outputs), np.nan)
     for checkpoint_path in checkpoints:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state["classes"] != classes:
-            raise KitError(f"{checkpoint_path} was trained on other classes: retrain the run")
-        model = create_model(config.model, len(classes), root=competition.root)
+        if state["task"] != {"kind": task.kind, "classes": list(task.classes)}:
+            raise KitError(f"{checkpoint_path} was trained on another task or classes: retrain")
+        model = create_model(config.model, task.num_outputs, root=competition.root)
         model.load_state_dict(state["model"])
         model.to(device)
         mean, std = input_stats(model)
-        per_view = _predict_views(model, test_loader, device, views, mean, std, config.train.amp)
+        amp = config.train.amp
+        per_view = _predict_views(model, test_loader, device, views, mean, std, amp, task)
         test_sum += per_view.mean(axis=0)
         valid = (table["fold"] == state["fold"]).to_numpy()
         valid_set = ImageDataset(table.loc[valid, "path"], None, transform)
         oof_views[:, valid] = _predict_views(
-            model, DataLoader(valid_set, **loader_args), device, views, mean, std, config.train.amp
+            model, DataLoader(valid_set, **loader_args), device, views, mean, std, amp, task
         )
         if progress:
             print(f"predicted fold {state['fold']} with {len(views)} view(s)")
@@ -101,14 +101,14 @@ def predict_run(
     oof_tta = frame(oof_views.mean(axis=0))
     write_csv(run_dir / "oof_tta.csv", oof_tta)
     view_scores = {
-        name: score_oof(competition, frame(oof_views[i]), table, classes)["cv"]
+        name: score_oof(competition, frame(oof_views[i]), table, task)["cv"]
         for i, name in enumerate(view_names)
     }
     metrics = read_metrics(run_dir)
     metrics.update(
         {
             "tta": view_names,
-            "cv_tta": score_oof(competition, oof_tta, table, classes)["cv"],
+            "cv_tta": score_oof(competition, oof_tta, table, task)["cv"],
             "cv_by_view": view_scores,
         }
     )

@@ -67,7 +67,10 @@ class LocalLeaderboard:
         target_column: str = "label",
     ) -> None:
         """Store (or replace) a competition's answer key: columns id, target, usage."""
-        get_metric(metric)
+        if get_metric(metric).from_labels is None:
+            raise KitError(
+                f"metric {metric!r} needs probabilities; the local leaderboard scores labels"
+            )
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         rows = [(name, str(i), str(t), u) for i, t, u in answers[["id", "target", "usage"]].values]
         with self.db:

@@ -17,7 +17,7 @@ from kit.data.folds import folds_hash, training_table
 from kit.errors import KitError
 from kit.fileio import append_jsonl, write_csv, write_json, write_text
 from kit.metrics import get_metric
-from kit.submission import prob_columns
+from kit.task import Task
 
 
 def default_run_name(competition: Competition) -> str:
@@ -50,7 +50,8 @@ def train_run(
     from kit.train.loop import train_fold
 
     config = competition.config
-    table, classes = training_table(competition)
+    table, task = training_table(competition)
+    get_metric(config.metric.name, task.kind)  # a metric that cannot score the task fails now
     all_folds = sorted(table["fold"].unique().tolist())
     chosen = all_folds if folds is None else folds
     unknown = sorted(set(chosen) - set(all_folds))
@@ -67,7 +68,8 @@ def train_run(
     info = {
         "run": run,
         "model": config.model.name,
-        "classes": classes,
+        "task": task.kind,
+        "classes": list(task.classes),
         "folds_hash": folds_hash(table),
         "device": str(device),
         "torch": torch.__version__,
@@ -78,13 +80,13 @@ def train_run(
     log_path = run_dir / "log.jsonl"
     append_jsonl(log_path, {"event": "start", **info})
 
-    oof = pd.DataFrame(0.0, index=table.index, columns=prob_columns(classes))
+    oof = pd.DataFrame(0.0, index=table.index, columns=task.columns)
     results = []
     for fold in chosen:
         valid = table["fold"] == fold
         result = train_fold(
             config, fold, table[~valid].reset_index(drop=True), table[valid].reset_index(drop=True),
-            classes, run_dir / f"fold{fold}", device, root=competition.root, log_path=log_path,
+            task, run_dir / f"fold{fold}", device, root=competition.root, log_path=log_path,
             progress=progress,
         )  # fmt: skip
         oof.loc[valid] = result.probs
@@ -98,7 +100,7 @@ def train_run(
     scored = table["fold"].isin(chosen)
     oof_frame = pd.concat([table.loc[scored, ["id", "fold"]], oof[scored]], axis=1)
     write_csv(run_dir / "oof.csv", oof_frame)
-    metrics = score_oof(competition, oof_frame, table, classes)
+    metrics = score_oof(competition, oof_frame, table, task)
     metrics.update(
         {
             "folds": [r.score for r in results],
@@ -114,18 +116,30 @@ def train_run(
 
 
 def score_oof(
-    competition: Competition, predictions: pd.DataFrame, table: pd.DataFrame, classes: list
+    competition: Competition, predictions: pd.DataFrame, table: pd.DataFrame, task: Task
 ) -> dict:
-    """The competition metric over all OOF rows at once, plus per-class accuracy."""
-    metric = get_metric(competition.config.metric.name)
-    class_index = {c: i for i, c in enumerate(classes)}
-    targets = table.set_index("id").loc[predictions["id"], "target"].map(class_index).to_numpy()
-    probs = predictions[prob_columns(classes)].to_numpy()
-    predicted = probs.argmax(axis=1)
-    per_class = {
-        str(c): float(np.mean(predicted[targets == i] == i)) for i, c in enumerate(classes)
+    """The competition metric over all OOF rows at once, plus per-class recall."""
+    metric = get_metric(competition.config.metric.name, task.kind)
+    targets = task.encode(table.set_index("id").loc[predictions["id"], "target"])
+    values = predictions[task.columns].to_numpy()
+    decided = task.decide(values)
+    if task.kind == "multilabel":
+        per_class = {
+            str(c): float(np.mean(decided[targets[:, i] == 1, i])) if targets[:, i].any() else None
+            for i, c in enumerate(task.classes)
+        }
+    else:
+        truth = task.encode(pd.Series(task.classes)) if task.kind == "ordinal" else None
+        per_class = {}
+        for i, c in enumerate(task.classes):
+            code = truth[i] if truth is not None else i
+            rows = targets == code
+            per_class[str(c)] = float(np.mean(decided[rows] == code)) if rows.any() else None
+    return {
+        "metric": metric.name,
+        "cv": metric.score(task, targets, values),
+        "per_class": per_class,
     }
-    return {"metric": metric.name, "cv": metric.score(targets, probs), "per_class": per_class}
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from kit.config import Config
@@ -20,6 +19,7 @@ from kit.device import autocast, needs_grad_scaler, normalise, seed_everything, 
 from kit.errors import ConfigError
 from kit.fileio import append_jsonl, atomic_open
 from kit.metrics import get_metric
+from kit.task import Task
 from kit.train.model import create_model, input_stats
 
 
@@ -28,7 +28,7 @@ class FoldResult:
     fold: int
     score: float  # the competition metric of the best epoch, over the whole validation fold
     epoch: int  # best epoch, counted from 1
-    probs: np.ndarray  # (n_valid, n_classes) probabilities of the best epoch, in valid order
+    probs: np.ndarray  # (n_valid, task.num_outputs) predictions of the best epoch, valid order
     seconds: float
 
 
@@ -49,14 +49,14 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int):
 
 
 @torch.no_grad()
-def predict_probs(model, loader, device, mean, std, amp: bool) -> np.ndarray:
+def predict_probs(model, loader, device, mean, std, amp: bool, task: Task) -> np.ndarray:
     model.eval()
     outputs = []
     for images, _ in loader:
         x = normalise(to_unit_float(images, device), mean, std)
         with autocast(device, amp):
             logits = model(x)
-        outputs.append(logits.float().softmax(dim=1).cpu())
+        outputs.append(task.activate(logits).cpu())
     return torch.cat(outputs).numpy()
 
 
@@ -65,7 +65,7 @@ def train_fold(
     fold: int,
     train_items: pd.DataFrame,
     valid_items: pd.DataFrame,
-    classes: list,
+    task: Task,
     out_dir: Path,
     device: torch.device,
     *,
@@ -78,11 +78,10 @@ def train_fold(
 
     started = time.time()
     t, size = config.train, config.train.image_size
-    metric = get_metric(config.metric.name)
+    metric = get_metric(config.metric.name, task.kind)
     generator = seed_everything(t.seed + fold)
-    class_index = {c: i for i, c in enumerate(classes)}
-    train_targets = train_items["target"].map(class_index).to_numpy()
-    valid_targets = valid_items["target"].map(class_index).to_numpy()
+    train_targets = task.encode(train_items["target"])
+    valid_targets = task.encode(valid_items["target"])
     if t.batch_size > len(train_items):
         raise ConfigError(
             f"train.batch_size {t.batch_size} is larger than fold {fold}'s {len(train_items)} "
@@ -116,7 +115,7 @@ def train_fold(
     valid_loader = DataLoader(valid_set, batch_size=t.batch_size * 2, shuffle=False, **loader_args)
 
     # model and optimisation: AdamW, linear warm-up then cosine decay, stepped per batch
-    model = create_model(config.model, len(classes), root=root).to(device)
+    model = create_model(config.model, task.num_outputs, root=root).to(device)
     mean, std = input_stats(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     total_steps = t.epochs * len(train_loader)
@@ -139,7 +138,7 @@ def train_fold(
             y = targets.to(device, non_blocking=True)
             with autocast(device, t.amp):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
+            loss = task.loss(logits, y, t.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -149,8 +148,8 @@ def train_fold(
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
 
-        probs = predict_probs(model, valid_loader, device, mean, std, t.amp)
-        score = metric.score(valid_targets, probs)
+        probs = predict_probs(model, valid_loader, device, mean, std, t.amp, task)
+        score = metric.score(task, valid_targets, probs)
         improved = metric.better(score, best_score)
         if improved:
             best_score, best_epoch, best_probs = score, epoch, probs
@@ -159,7 +158,7 @@ def train_fold(
                 {
                     "model": model.state_dict(),
                     "config": config.to_dict(),
-                    "classes": classes,
+                    "task": {"kind": task.kind, "classes": list(task.classes)},
                     "fold": fold,
                     "epoch": epoch,
                     "score": score,
