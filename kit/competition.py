@@ -68,19 +68,36 @@ def templates_dir() -> Path:
 
 
 def new_competition(
-    name: str, parent: str | Path = "competitions", *, example: str | None = None
+    name: str,
+    parent: str | Path = "competitions",
+    *,
+    example: str | None = None,
+    kaggle: str | None = None,
 ) -> Competition:
-    """Render templates/competition into parent/name; refuse to overwrite anything."""
+    """Render templates/competition into parent/name; refuse to overwrite anything.
+
+    kaggle names a Kaggle competition slug: the folder gets platform = "kaggle" and
+    source = that slug, so `kit download` and `kit submit` go through the Kaggle client.
+    """
     if not SLUG.match(name):
         raise ConfigError(
             f"competition name {name!r} is not a slug: use lowercase letters, digits and '-'"
         )
     if example is not None and example not in EXAMPLES:
         raise ConfigError(f"--example {example!r} is unknown: choose one of {', '.join(EXAMPLES)}")
+    if example is not None and kaggle is not None:
+        raise ConfigError("--example and --kaggle exclude each other: choose one data source")
+    if kaggle is not None and not SLUG.match(kaggle):
+        raise ConfigError(
+            f"--kaggle {kaggle!r} is not a Kaggle competition slug: copy it from the URL, "
+            "e.g. cassava-leaf-disease-classification"
+        )
     root = Path(parent) / name
     if root.exists():
         raise KitError(f"{root} already exists: pick another name or remove the folder first")
-    values = {"name": name, "source": f"example:{example}" if example else "", "title": name}
+    source = f"example:{example}" if example else (kaggle or "")
+    platform = "kaggle" if kaggle else "local"
+    values = {"name": name, "source": source, "title": name, "platform": platform}
     source = templates_dir() / "competition"
     staging = root.with_name(f".{name}.new")
     shutil.rmtree(staging, ignore_errors=True)

@@ -34,13 +34,29 @@ class DataSection:
     sample_submission: str = "data/sample_submission.csv"  # the format and id order to submit
     id_column: str = "id"  # column of train_csv that names the image
     target_column: str = "label"  # column of train_csv that holds the class
-    image_ext: str = ".png"  # appended to ids to find files; "" when ids carry it
+    image_ext: str = ".png"  # appended to ids to find files; ids that end with it are kept as is
+    # how training labels are found: "csv" (train_csv rows), "folder_per_class"
+    # (<train_dir>/<class>/<file>) or "path_regex" (label_regex on the path under train_dir)
+    layout: str = "csv"
+    target_columns: list[str] = field(default_factory=list)  # multilabel: train_csv's 0/1 columns
+    label_regex: str = ""  # path_regex: regex on the path under train_dir; named groups
+    label_template: str = "{label}"  # path_regex: the class, from the regex's named groups
+    label_maps: list[dict] = field(default_factory=list)  # path_regex: {group, match, to} rewrites
+    label_bins: list[dict] = field(default_factory=list)  # path_regex: {group, edges, names} bands
+    classes: list[str] = field(default_factory=list)  # class order (class_index); [] sorts labels
+    bbox_columns: list[str] = field(default_factory=list)  # x0,y0,x1,y1 px columns; crop before all
+    preprocess: list[dict] = field(default_factory=list)  # fixed albumentations ops; cached
+    cache: bool = False  # keep preprocessed images under cache/ so later epochs skip the decode
+    cache_size: int = 0  # px, side of cached images; 0 = train.image_size
+    skip_bad: bool = False  # leave out undecodable images (train --skip-bad) instead of failing
 
 
 @dataclass
 class FoldsSection:
     n_splits: int = 5  # k of stratified k-fold
     seed: int = 42  # shuffles before splitting; changing it changes folds.csv
+    group_column: str = ""  # train_csv column whose rows share a fold (patient, person); "" none
+    group_regex: str = ""  # or a regex on the path under train_dir; its first group is the group
 
 
 @dataclass
@@ -63,6 +79,19 @@ class TrainSection:
     num_workers: int = 0  # DataLoader worker processes; 0 decodes in the training process
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16)
+    channels_last: bool = True  # NHWC memory layout on CUDA (faster convolutions); CPU ignores it
+    schedule: str = "cosine"  # "cosine" (linear warm-up, cosine decay) or "onecycle"
+    accumulate: int = 1  # batches whose gradients add up before one optimiser step
+    clip_grad_norm: float = 0.0  # max gradient L2 norm, after unscaling; 0 = no clipping
+    ema_decay: float = 0.0  # EMA of the weights per step (e.g. 0.999), scored beside them; 0 = off
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup of image pairs; 0 = off
+    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) cutmix boxes; 0 = off (both on: one per batch)
+    mix_until_epoch: int = 0  # mixup/cutmix stop from this epoch on (clean last epochs); 0 = never
+    balance: str = "none"  # "none", "sampler" (class-balanced draws) or "loss" (class weights)
+    freeze_epochs: int = 0  # epochs that train only the classifier head before unfreezing all
+    patience: int = 0  # early stopping: epochs without a better metric; 0 = train every epoch
+    checkpoint_every: int = 0  # optimiser steps between last.pt saves; 0 = at each epoch's end
+    deterministic: bool = False  # deterministic kernels (exact resume on CPU; slower on GPU)
 
 
 @dataclass
@@ -91,6 +120,19 @@ class PredictSection:
         default_factory=lambda: ["identity", "shift:1,0", "shift:-1,0", "shift:0,1", "shift:0,-1"]
     )
     batch_size: int = 256  # images per forward pass (each expands to len(tta) views)
+    auto: bool = False  # keep only the views of tta that raise the OOF score (greedy)
+    merge: str = "mean"  # how views merge: "mean" of probabilities or "gmean" (geometric mean)
+    fold_merge: str = "prob"  # how folds merge on test: "prob" (mean) or "logit" (log space)
+    forbid_views: list[str] = field(default_factory=list)  # views the task forbids, e.g. ["hflip"]
+
+
+@dataclass
+class EnsembleSection:
+    # how `kit ensemble` blends runs: "mean", "rank" (rank average, for ranking metrics such as
+    # AUC), "gmean" (geometric mean) or "weights" (non-negative weights hill-climbed on OOF)
+    method: str = "mean"
+    decide: bool = False  # tune the decision layer (offsets, cut-points, thresholds) on OOF
+    hill_climb_steps: int = 25  # method "weights": members added (with repeats) at most
 
 
 @dataclass
@@ -100,14 +142,27 @@ class TaskSection:
 
 @dataclass
 class MetricSection:
-    name: str = "accuracy"  # the competition's metric; selects the best epoch
+    # the competition's metric: selects the best epoch and drives early stopping
+    name: str = "accuracy"
 
 
 @dataclass
 class SubmissionSection:
     id_column: str = "id"  # sample_submission's id column
     target_column: str = "label"  # sample_submission's prediction column
-    format: str = "class_index"  # "class_index" or "class_name": what the target column holds
+    # what the target column holds: "class_index", "class_name", "probability" (of positive_class)
+    # or "probabilities" (one column per class or label, named as the class)
+    format: str = "class_index"
+    positive_class: str = ""  # format "probability": the class whose probability is submitted
+
+
+@dataclass
+class KernelSection:
+    owner: str = ""  # Kaggle username owning the kernel and its dataset; "" = the credentials' one
+    slug: str = ""  # the kernel's Kaggle slug; "" = <competition>-<run>
+    gpu: bool = False  # enable_gpu in kernel-metadata.json (internet is always off)
+    # requirements missing from Kaggle's image, packed as wheels (pip download: needs the index)
+    extra_wheels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,9 +174,11 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
     predict: PredictSection = field(default_factory=PredictSection)
+    ensemble: EnsembleSection = field(default_factory=EnsembleSection)
     task: TaskSection = field(default_factory=TaskSection)
     metric: MetricSection = field(default_factory=MetricSection)
     submission: SubmissionSection = field(default_factory=SubmissionSection)
+    kernel: KernelSection = field(default_factory=KernelSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,4 +1,12 @@
-"""Submissions in the competition's own format, validated against sample_submission.csv."""
+"""Submissions in the competition's own format, validated against sample_submission.csv.
+
+submission.format says what the file holds beside the id:
+- class_index: the class's integer label (digits, APTOS grades), or its position in data.classes
+  when the labels are not integers;
+- class_name: the class label itself (plant-seedlings species);
+- probability: one column, the probability of submission.positive_class (dogs-vs-cats);
+- probabilities: a column per class or label, named as in sample_submission (RANZCR).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,11 @@ from kit.errors import ConfigError, DataError, SubmissionError
 from kit.fileio import atomic_open
 from kit.task import Task
 
-FORMATS = ("class_index", "class_name")
+FORMATS = ("class_index", "class_name", "probability", "probabilities")
+
+
+def _integer_labels(classes) -> bool:
+    return all(isinstance(c, (int, np.integer)) or str(c).lstrip("-").isdigit() for c in classes)
 
 
 def _examples(values, n: int = 3) -> str:
@@ -43,44 +55,71 @@ def validate_submission(
         problems.append(f"header is {','.join(frame.columns)}; expected {','.join(sample.columns)}")
     if len(frame) != len(sample):
         problems.append(f"{len(frame)} rows; expected {len(sample)} (one per test image)")
-    if id_column not in frame.columns or target_column not in frame.columns:
-        return problems or [f"missing column {id_column} or {target_column}"]
+    needed = [id_column] if format == "probabilities" else [id_column, target_column]
+    if any(c not in frame.columns for c in needed):
+        return problems or [f"missing column {' or '.join(needed)}"]
     ids, expected = frame[id_column], sample[id_column]
     duplicated = ids[ids.duplicated()].unique()
     if len(duplicated):
         problems.append(f"{len(duplicated)} duplicate id(s): {_examples(duplicated)}")
-    missing = sorted(set(expected) - set(ids))
+    # vectorised, with the usual case (sample_submission's ids in its order) checked first: a
+    # million ids take well under a second (benchmarks/ensemble_scale.py)
+    differs = ids.to_numpy() != expected.to_numpy() if len(ids) == len(expected) else None
+    in_order = differs is not None and not differs.any()
+    missing = [] if in_order else sorted(expected[~expected.isin(ids)].unique())
     if missing:
         problems.append(f"{len(missing)} id(s) missing: {_examples(missing)}")
-    extra = sorted(set(ids) - set(expected))
+    extra = [] if in_order else sorted(ids[~ids.isin(expected)].unique())
     if extra:
         problems.append(f"{len(extra)} id(s) not in the test set: {_examples(extra)}")
-    if not (duplicated.size or missing or extra) and list(ids) != list(expected):
-        first = next(i for i, (a, b) in enumerate(zip(ids, expected, strict=True)) if a != b)
+    if differs is not None and not (duplicated.size or missing or extra or in_order):
+        first = int(differs.argmax())
         problems.append(
             f"ids are not in sample_submission's order (row {first + 2} has {ids.iloc[first]},"
             f" expected {expected.iloc[first]})"
         )
-    values = frame[target_column]
+    if format == "probabilities":
+        value_columns = [c for c in sample.columns if c != id_column and c in frame.columns]
+    else:
+        value_columns = [target_column]
+    for column in value_columns:
+        problems += _value_problems(frame, ids, column, format, classes)
+    return problems
+
+
+def _value_problems(frame, ids, column: str, format: str, classes: list) -> list[str]:
+    values = frame[column]
     empty = values.str.strip().isin(["", "nan", "NaN", "NA", "null", "None"])
+    problems = []
     if empty.any():
         problems.append(
-            f"{int(empty.sum())} empty or NaN value(s) in {target_column}, "
+            f"{int(empty.sum())} empty or NaN value(s) in {column}, "
             f"e.g. for id {_examples(ids[empty])}"
         )
     present = values[~empty]
+    if format in ("probability", "probabilities"):
+        numbers = pd.to_numeric(present, errors="coerce")
+        outside = present[numbers.isna() | (numbers < 0) | (numbers > 1)]
+        if len(outside):
+            problems.append(
+                f"{column} must hold probabilities in [0, 1]; found {_examples(outside.unique())}"
+            )
+        return problems
     if format == "class_index":
-        not_int = present[~present.str.fullmatch(r"-?\d+")]
+        is_int = present.str.fullmatch(r"-?\d+")
+        not_int = present[~is_int]
         if len(not_int):
             problems.append(
-                f"{target_column} must hold integer class indices; found {_examples(not_int.unique())}"
+                f"{column} must hold integer class indices; found {_examples(not_int.unique())}"
             )
-        present = present[present.str.fullmatch(r"-?\d+")].astype(int).astype(str)
+        present = present[is_int].astype(int).astype(str)
+        if not _integer_labels(classes):
+            classes = list(range(len(classes)))
     allowed = {str(c) for c in classes}
-    outside = sorted(set(present) - allowed)
+    outside = sorted(set(present.unique()) - allowed)
     if outside:
         problems.append(
-            f"{target_column} has value(s) outside the class set: {_examples(outside)} "
+            f"{column} has value(s) outside the class set: {_examples(outside)} "
             f"(classes: {_examples(sorted(allowed), 12)})"
         )
     return problems
@@ -117,20 +156,21 @@ def write_submission(
     sample_path = competition.path(competition.config.data.sample_submission)
     sample = pd.read_csv(sample_path, dtype={settings["id_column"]: str})
     classes = list(task.classes)
-    indexed = predictions.set_index("id")
-    missing = sample[settings["id_column"]][~sample[settings["id_column"]].isin(indexed.index)]
-    if len(missing):
-        raise DataError(
-            f"predictions lack {len(missing)} test id(s), e.g. {_examples(missing)}: "
-            "predict on the current test set again (`kit predict RUN`)"
-        )
-    values = indexed.loc[sample[settings["id_column"]], task.columns].to_numpy()
-    decided = task.decide(values)
-    labels = decided if task.kind == "ordinal" else np.asarray(classes, dtype=object)[decided]
-    if settings["format"] == "class_index":
-        labels = [int(label) for label in labels]
+    sample_ids = sample[settings["id_column"]]
+    if len(predictions) == len(sample) and (predictions["id"].to_numpy() == sample_ids).all():
+        values = predictions[task.columns].to_numpy()  # already in order: skip the reindex
+    else:
+        indexed = predictions.set_index("id")
+        missing = sample_ids[~sample_ids.isin(indexed.index)]
+        if len(missing):
+            raise DataError(
+                f"predictions lack {len(missing)} test id(s), e.g. {_examples(missing)}: "
+                "predict on the current test set again (`kit predict RUN`)"
+            )
+        values = indexed.loc[sample_ids, task.columns].to_numpy()
     out = sample.copy()
-    out[settings["target_column"]] = labels
+    for column, column_values in _submission_values(competition, sample, values, task).items():
+        out[column] = column_values
     path = competition.submissions_dir / f"{name}.csv"
     with atomic_open(path) as handle:
         out.to_csv(handle, index=False)
@@ -140,3 +180,39 @@ def write_submission(
         if problems:
             raise SubmissionError(str(path), problems)
     return path
+
+
+def _submission_values(
+    competition: Competition, sample: pd.DataFrame, values: np.ndarray, task: Task
+) -> dict:
+    """{column: values} of the submission from the prediction columns, in the configured format."""
+    submission = competition.config.submission
+    classes = list(task.classes)
+    names = [str(c) for c in classes]
+    if submission.format == "probabilities":
+        if task.kind == "ordinal":
+            raise ConfigError('submission.format "probabilities" needs classes, not a grade value')
+        wanted = [c for c in sample.columns if c != submission.id_column]
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise ConfigError(
+                f"sample_submission column(s) {_examples(unknown)} are not classes "
+                f"({_examples(names, 12)}): check data.target_columns / data.classes"
+            )
+        return {c: np.clip(values[:, names.index(c)], 0.0, 1.0) for c in wanted}
+    if submission.format == "probability":
+        if submission.positive_class not in names:
+            raise ConfigError(
+                f"submission.positive_class {submission.positive_class!r} is not a class: "
+                f"set it to one of {_examples(names, 12)}"
+            )
+        return {submission.target_column: values[:, names.index(submission.positive_class)]}
+    decided = task.decide(values)
+    if task.kind == "ordinal":
+        return {submission.target_column: [int(v) for v in decided]}
+    if task.kind == "multilabel":
+        raise ConfigError('a multilabel task submits with submission.format = "probabilities"')
+    labels = np.asarray(classes, dtype=object)[decided]
+    if submission.format == "class_index":
+        labels = [int(v) for v in labels] if _integer_labels(classes) else [int(i) for i in decided]
+    return {submission.target_column: labels}

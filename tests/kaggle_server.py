@@ -31,6 +31,21 @@ from urllib.parse import urlsplit
 API_HOST = "localhost"  # what KaggleEnv.LOCAL calls
 STORAGE_HOST = "storage.kit.test"  # .test never resolves, so a leak past the proxy cannot go far
 COMPETITIONS_SERVICE = "competitions.CompetitionApiService"
+# The services this server answers, and the methods that need no competition in their body.
+SERVICES = {
+    COMPETITIONS_SERVICE,
+    "datasets.DatasetApiService",
+    "blobs.BlobApiService",
+    "kernels.KernelsApiService",
+}
+NO_COMPETITION = {
+    "GetSubmission",
+    "GetDatasetStatus",
+    "StartBlobUpload",
+    "CreateDataset",
+    "CreateDatasetVersion",
+    "SaveKernel",
+}
 
 
 def make_zip(members: dict[str, bytes]) -> bytes:
@@ -111,6 +126,9 @@ class KaggleServer:
         self.bodies_skipped = 0  # archive GETs the client hung up on before any body byte
         self.ranges: list[str] = []  # Range headers of archive GETs
         self.connects: list[str] = []  # CONNECT attempts (https); tests expect none
+        # Datasets and kernels: ref "owner/slug" -> its versions, oldest first.
+        self.datasets: dict[str, list[dict]] = {}  # each: notes, files (name -> bytes), meta
+        self.kernels: dict[str, list[dict]] = {}  # each: the SaveKernel body
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -165,7 +183,7 @@ class KaggleServer:
             if handler is None:
                 return 404, {"code": 404, "message": f"no method {method} on this server"}, {}
             competition = self.competitions.get(body.get("competitionName", ""))
-            if competition is None and method != "GetSubmission":
+            if competition is None and method not in NO_COMPETITION:
                 return 404, {"code": 404, "message": "Competition not found"}, {}
             return handler(competition, body)
 
@@ -248,6 +266,91 @@ class KaggleServer:
         page, token = _page(competition.leaderboard, body)
         return 200, {"submissions": page, "nextPageToken": token}, {}
 
+    def _rpc_CreateCodeSubmission(self, competition: Competition, body: dict):
+        ref = f"{body.get('kernelOwner', '')}/{body.get('kernelSlug', '')}"
+        versions = self.kernels.get(ref, [])
+        wanted = body.get("kernelVersion") or len(versions)
+        if not versions or not 1 <= int(wanted) <= len(versions):
+            # Kaggle answers 200 with a message and no ref: the failure is in the message.
+            return 200, {"message": f"Kernel {ref} version {wanted} not found", "ref": 0}, {}
+        ref_number = 1000 + len(self.submissions)
+        self.submissions.append(
+            {
+                "competition": competition.slug,
+                "ref": ref_number,
+                "date": _iso(datetime.now(UTC)),
+                "description": body.get("submissionDescription", ""),
+                "fileName": body.get("fileName", ""),
+                "content": f"{ref}@{wanted}".encode(),
+                "polls": 0,
+                "kernel": ref,
+                "kernel_version": int(wanted),
+            }
+        )
+        return 200, {"message": "Your submission was queued", "ref": ref_number}, {}
+
+    # ---------------------------------------------------------------- datasets and kernels
+    def _rpc_StartBlobUpload(self, competition, body: dict):
+        token = f"blob-{len(self.uploads) + 1}"
+        self.uploads[token] = b""
+        self.upload_names[token] = body.get("name", "")
+        return 200, {"token": token, "createUrl": f"http://{STORAGE_HOST}/upload/{token}"}, {}
+
+    def _uploaded_files(self, files: list[dict]) -> dict[str, bytes] | None:
+        tokens = [f.get("token", "") for f in files]
+        if not all(self.uploads.get(token) is not None for token in tokens):
+            return None
+        return {self.upload_names[token]: self.uploads[token] for token in tokens}
+
+    def _rpc_GetDatasetStatus(self, competition, body: dict):
+        ref = f"{body.get('ownerSlug', '')}/{body.get('datasetSlug', '')}"
+        if ref not in self.datasets:
+            return 404, {"code": 404, "message": f"Dataset {ref} not found"}, {}
+        return 200, {"status": "READY"}, {}
+
+    def _rpc_CreateDataset(self, competition, body: dict):
+        ref = f"{body.get('ownerSlug', '')}/{body.get('slug', '')}"
+        if body.get("ownerSlug") != self.username:
+            return 403, {"code": 403, "message": "You cannot create datasets for others"}, {}
+        files = self._uploaded_files(body.get("files") or [])
+        if files is None:
+            return 400, {"code": 400, "message": "No uploaded file for a token"}, {}
+        if ref in self.datasets:
+            return 200, {"error": f"The slug {ref} is already in use"}, {}
+        self.datasets[ref] = [{"notes": "", "files": files, "meta": body}]
+        return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}"}, {}
+
+    def _rpc_CreateDatasetVersion(self, competition, body: dict):
+        ref = f"{body.get('ownerSlug', '')}/{body.get('datasetSlug', '')}"
+        if ref not in self.datasets:
+            return 404, {"code": 404, "message": f"Dataset {ref} not found"}, {}
+        request = body.get("body") or {}
+        files = self._uploaded_files(request.get("files") or [])
+        if files is None:
+            return 400, {"code": 400, "message": "No uploaded file for a token"}, {}
+        self.datasets[ref].append(
+            {"notes": request.get("versionNotes", ""), "files": files, "meta": body}
+        )
+        return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}"}, {}
+
+    def _rpc_SaveKernel(self, competition, body: dict):
+        ref = body.get("slug") or ""
+        missing = [d for d in body.get("datasetDataSources") or [] if d not in self.datasets]
+        absent = [c for c in body.get("competitionDataSources") or [] if c not in self.competitions]
+        if missing or absent:
+            # Kaggle saves the kernel but lists the sources it could not attach.
+            return (
+                200,
+                {"ref": ref, "invalidDatasetSources": missing, "invalidCompetitionSources": absent},
+                {},
+            )
+        if ref.split("/")[0] != self.username:
+            return 200, {"error": f"You cannot push to {ref}"}, {}
+        self.kernels.setdefault(ref, []).append(body)
+        version = len(self.kernels[ref])
+        url = f"https://www.kaggle.com/code/{ref}"
+        return 200, {"ref": f"/code/{ref}", "url": url, "versionNumber": version}, {}
+
     # ---------------------------------------------------------------- storage host
     def take_upload(self, token: str, content: bytes) -> int:
         with self._lock:
@@ -326,7 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
         if host != API_HOST or not path.startswith(prefix):
             return self._send_json(404, {"code": 404, "message": f"nothing at {host}{path}"})
         service, _, method = path[len(prefix) :].partition("/")
-        if service != COMPETITIONS_SERVICE:
+        if service not in SERVICES:
             return self._send_json(404, {"code": 404, "message": f"unknown service {service}"})
         if not self._authorised():
             return self._send_json(401, {"code": 401, "message": "Unauthenticated"})

@@ -12,7 +12,8 @@ TEMPLATE = templates_dir() / "competition" / "kit.toml.tmpl"
 
 
 def render_template() -> str:
-    return TEMPLATE.read_text().replace("$name", "x").replace("$source", "example:digits")
+    text = TEMPLATE.read_text().replace("$name", "x").replace("$source", "example:digits")
+    return text.replace("$platform", "local")
 
 
 def test_template_matches_the_defaults_and_comments_every_field():

@@ -76,7 +76,7 @@ def test_missing_columns_and_files_are_named(digits):
         read_train_items(digits)
     table.to_csv(train_csv, index=False)
     Path(read_train_items(digits)["path"][0]).unlink()
-    with pytest.raises(DataError, match=r"1 listed image\(s\) not found"):
+    with pytest.raises(DataError, match=r"1 id\(s\) match no file.*as <id>\.png, e\.g\. "):
         read_train_items(digits)
 
 

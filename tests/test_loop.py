@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
 from kit.data.folds import make_folds
 from kit.errors import ConfigError, KitError
@@ -26,7 +27,8 @@ def test_training_writes_every_artefact(trained):
     competition, result = trained
     run_dir = competition.runs_dir / "r1"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.toml", "fold0", "fold1", "fold2", "log.jsonl", "metrics.json", "oof.csv", "run.json",
+        "config.toml", "fold0", "fold1", "fold2", "log.jsonl", "metrics.json", "oof.csv",
+        "report.html", "run.json",
     ]  # fmt: skip
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["metric"] == "accuracy" and len(metrics["folds"]) == 3
@@ -104,3 +106,77 @@ def test_unknown_model_suggests_names(tiny):
 
     with pytest.raises(ConfigError, match="did you mean.*resnet18"):
         create_model(ModelSection(name="resnet-18"), 10)
+
+
+def test_the_whole_recipe_trains_and_scores_ema_beside_raw(tiny):
+    """EMA, mixup + cutmix, one-cycle, accumulation, clipping, balanced loss, early stopping."""
+    import json
+
+    from kit.competition import Competition
+
+    make_folds(tiny)
+    recipe = [
+        "train.epochs=2", "train.ema_decay=0.5", "train.mixup_alpha=0.4", "train.cutmix_alpha=1.0",
+        "train.mix_until_epoch=2", "train.schedule=onecycle", "train.accumulate=2",
+        "train.clip_grad_norm=1.0", "train.balance=loss", "train.patience=1",
+        "metric.name=f1_macro",
+    ]  # fmt: skip
+    competition = Competition.load(tiny.root, [*TINY, *recipe])
+    result = train_run(competition, "full", folds=[0], progress=False)
+    assert result["metric"] == "f1_macro" and 0.0 <= result["cv"] <= 1.0
+    run_dir = competition.runs_dir / "full"
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert 1 <= len(epochs) <= 2
+    for event in epochs:  # both weights scored on the whole fold; the better one is kept
+        assert event["f1_macro"] == max(event["raw"], event["ema"])
+    best = torch.load(run_dir / "fold0" / "best.pt", weights_only=False)
+    assert best["weights"] in ("raw", "ema")
+
+
+def test_frozen_epochs_train_only_the_head(tiny):
+    from kit.competition import Competition
+    from kit.device import seed_everything
+    from kit.train.model import create_model
+
+    make_folds(tiny)
+    # class-balanced draws ride along: they change which images come, not which weights learn
+    competition = Competition.load(
+        tiny.root, [*TINY, "train.freeze_epochs=1", "train.balance=sampler"]
+    )
+    train_run(competition, "frozen", folds=[0], progress=False)
+    seed_everything(competition.config.train.seed + 0)  # fold 0's seed, as the loop sets it
+    initial = create_model(competition.config.model, 10).state_dict()
+    trained = torch.load(competition.runs_dir / "frozen" / "fold0" / "best.pt")["model"]
+    assert torch.equal(trained["conv1.0.weight"], initial["conv1.0.weight"])  # body as created
+    assert not torch.equal(trained["fc.weight"], initial["fc.weight"])  # head learned
+
+
+def test_hub_names_and_foreign_weights_fail_clearly(tmp_path):
+    import timm
+
+    from kit.config import ModelSection
+    from kit.train.model import create_model
+
+    with pytest.raises(ConfigError, match="would download from a hub"):
+        create_model(ModelSection(name="hf-hub:timm/resnet18.a1_in1k"), 10)
+    weights = tmp_path / "effnet.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=10).state_dict(), weights)
+    with pytest.raises(ConfigError, match=r"missing keys \(e.g. conv1.0.weight.*unexpected keys"):
+        create_model(ModelSection(name="test_resnet", pretrained_file=str(weights)), 10)
+
+
+def test_recipe_values_are_checked(tiny):
+    from kit.competition import Competition
+
+    make_folds(tiny)
+    for override, message in [
+        ("train.schedule=step", "train.schedule 'step' is unknown"),
+        ("train.balance=yes", "train.balance 'yes' is unknown"),
+        ("train.ema_decay=1.5", "train.ema_decay 1.5 must be in"),
+        ("metric.name=rmse", "'rmse' does not fit task.type 'multiclass'"),
+    ]:
+        competition = Competition.load(tiny.root, [*TINY, override])
+        with pytest.raises(ConfigError, match=message):
+            train_run(competition, "bad", progress=False)
+        assert not (competition.runs_dir / "bad").exists()  # refused before anything is written

@@ -53,3 +53,28 @@ def test_check_submission_raises_every_problem(tiny):
     with pytest.raises(SubmissionError) as caught:
         check_submission(tiny, path, class_list(read_train_items(tiny)))
     assert len(caught.value.problems) >= 3
+
+
+def test_probability_formats_are_validated(tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,a,b\nx,0,0\ny,0,0\n")
+    good = tmp_path / "good.csv"
+    good.write_text("id,a,b\nx,0.2,1\ny,0,0.5\n")
+    args = {"id_column": "id", "target_column": "label", "classes": ["a", "b"]}
+    assert validate_submission(good, sample, format="probabilities", **args) == []
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,a,b\nx,1.5,cat\ny,0,\n")
+    problems = validate_submission(bad, sample, format="probabilities", **args)
+    assert any("a must hold probabilities in [0, 1]; found 1.5" in p for p in problems)
+    assert any("b must hold probabilities" in p and "cat" in p for p in problems)
+    assert any("1 empty or NaN value(s) in b" in p for p in problems)
+
+
+def test_class_index_of_named_classes_is_their_position(tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,ans\nx,0\ny,0\n")
+    path = tmp_path / "sub.csv"
+    path.write_text("id,ans\nx,2\ny,3\n")
+    args = {"id_column": "id", "target_column": "ans", "classes": ["a", "b", "c"]}
+    problems = validate_submission(path, sample, format="class_index", **args)
+    assert problems == ["ans has value(s) outside the class set: 3 (classes: 0, 1, 2)"]

@@ -37,3 +37,38 @@ def test_views_are_stacked_view_major():
 def test_unknown_views_are_config_errors(bad):
     with pytest.raises(ConfigError, match="predict.tta view"):
         parse_view(bad)
+
+
+def test_crops_and_fivecrop_expand_into_five_views():
+    from kit.infer.tta import expand_views
+
+    assert expand_views(["identity", "fivecrop:0.5", "crop:c,0.5"]) == [
+        "identity", "crop:c,0.5", "crop:tl,0.5", "crop:tr,0.5", "crop:bl,0.5", "crop:br,0.5",
+    ]  # fmt: skip
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, :2, :2] = 1.0  # the top-left quarter is bright
+    top_left = parse_view("crop:tl,0.5")(x)
+    assert top_left.shape == x.shape and torch.allclose(top_left, torch.ones_like(x))
+    assert torch.equal(parse_view("crop:br,0.5")(x), torch.zeros_like(x))
+    with pytest.raises(ConfigError, match="expand_views first"):
+        parse_view("fivecrop:0.5")
+    for bad in ("crop:zz,0.5", "crop:c,1.5", "fivecrop:0"):
+        with pytest.raises(ConfigError, match="predict.tta view"):
+            parse_view(bad)
+
+
+def test_forbidden_views_name_the_setting():
+    from kit.infer.tta import check_views
+
+    check_views(["identity", "shift:1,0"], ["hflip"])
+    with pytest.raises(ConfigError, match=r"'shift:1,0' is forbidden by predict.forbid_views"):
+        check_views(["identity", "shift:1,0"], ["shift"])  # a kind forbids all its views
+
+
+def test_the_eight_symmetries_are_the_dihedral_group():
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    names = ["identity", "hflip", "vflip", "transpose", "antitranspose"]
+    names += ["rot90", "rot180", "rot270"]
+    outputs = {tuple(parse_view(n)(x).flatten().tolist()) for n in names}
+    assert len(outputs) == 8  # all distinct
+    assert torch.equal(parse_view("antitranspose")(x), torch.rot90(x.transpose(2, 3), 2, (2, 3)))

@@ -8,10 +8,18 @@ from kit.competition import EXAMPLES, Competition
 from kit.errors import ConfigError
 
 
-def download(competition: Competition, *, force: bool = False, limit: int | None = None) -> dict:
+def download(
+    competition: Competition,
+    *,
+    force: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Fetch or build data/; skip what is current. For examples, register the hidden answer key.
 
-    limit builds only that many images of an example (quick trials and tests).
+    limit builds only that many images of an example (quick trials and tests). On Kaggle,
+    progress shows the client's progress bar, and the result's "warning" says when kaggle.json
+    is readable by other users (with the chmod 600 fix).
     """
     settings = competition.config.competition
     source = settings.source
@@ -23,11 +31,14 @@ def download(competition: Competition, *, force: bool = False, limit: int | None
         from kit.platforms import kaggle
 
         slug = source or competition.name
-        files = kaggle.download(slug, competition.data_dir, force=force)
+        warning = kaggle.check_credentials_file()
+        files = kaggle.download(slug, competition.data_dir, force=force, progress=progress)
         return {
             "source": f"kaggle:{slug}",
             "data_dir": str(competition.data_dir),
             "files": len(files),
+            "skipped": not files,
+            "warning": warning,
         }
     raise ConfigError(
         'competition.source in kit.toml is empty: set it to "example:digits" or a Kaggle slug '

@@ -616,15 +616,18 @@ pre { background: #f5f5f5; padding: 0.5em; }
 
 def report_competition(competition, *, max_images: int | None = None) -> dict:
     """kit eda: the report on a competition's training images (with folds once they exist)."""
-    from kit.data.folds import training_table
-    from kit.data.layout import class_list, read_train_items
+    from kit.data.folds import read_folds
+    from kit.data.layout import competition_task, read_train_items
 
+    # corrupt files are reported here, so read the table without training_table's decode check
+    items, task = competition_task(competition, read_train_items(competition))
+    classes = list(task.classes)
+    if task.kind == "multilabel":  # the report counts label names, not 0/1 rows
+        names = np.asarray(classes, dtype=object)
+        items = items.assign(target=[list(names[np.asarray(t) == 1]) for t in items["target"]])
     if competition.folds_csv.exists():
-        items, task = training_table(competition)
-        classes = list(task.classes)
-    else:
-        items = read_train_items(competition)
-        classes = class_list(items)
+        folds = read_folds(competition)[["id", "fold"]]
+        items = items.merge(folds, on="id", how="left")
     out = competition.root / "eda.html"
     summary = write_eda_report(
         items, out, classes=classes, title=competition.name, max_images=max_images

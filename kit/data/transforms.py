@@ -1,12 +1,37 @@
-"""albumentations pipelines declared in kit.toml as lists of {name = "Class", arg = value}."""
+"""albumentations pipelines declared in kit.toml as lists of {name = "Class", arg = value}.
+
+Order matters for speed: a per-pixel op costs in proportion to the pixels it sees, so kit resizes
+to train.image_size first. A pipeline that sizes images itself (RandomResizedCrop, CenterCrop...)
+runs as written and ends with a resize to image_size; a heavy op before its first downscale gets a
+warning (SlowPipelineWarning).
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from typing import Any
 
 from kit.errors import ConfigError
+
+# ops that set the image size: a pipeline holding one of them is not resized up front
+SIZING = {
+    "Resize", "RandomResizedCrop", "RandomSizedCrop", "CenterCrop", "RandomCrop", "Crop",
+    "SmallestMaxSize", "LongestMaxSize", "RandomCropFromBorders", "AtLeastOneBBoxRandomCrop",
+}  # fmt: skip
+# ops whose cost grows with the pixels and that are worth running after a downscale
+HEAVY = {
+    "CLAHE", "Affine", "ShiftScaleRotate", "Rotate", "SafeRotate", "ElasticTransform",
+    "GridDistortion", "OpticalDistortion", "Perspective", "GaussianBlur", "MotionBlur",
+    "MedianBlur", "GlassBlur", "GaussNoise", "ColorJitter", "HueSaturationValue", "Sharpen",
+    "Emboss", "Equalize", "RandomBrightnessContrast", "RandomGamma", "ISONoise", "Superpixels",
+    "RandomFog", "RandomRain", "RandomShadow", "Downscale", "ImageCompression", "Defocus",
+}  # fmt: skip
+
+
+class SlowPipelineWarning(UserWarning):
+    """A configured pipeline runs per-pixel ops at full resolution before shrinking the image."""
 
 
 def import_albumentations():
@@ -17,10 +42,25 @@ def import_albumentations():
     return albumentations
 
 
-def create_transform(specs: list[dict[str, Any]], image_size: int, where: str = "augment"):
-    """Resize to image_size, then the configured transforms, on uint8 HxWxC images."""
+def slow_order(specs: list[dict[str, Any]], where: str = "augment") -> str | None:
+    """A warning when heavy ops come before the pipeline's first downscale, else None."""
+    names = [spec.get("name", "") for spec in specs]
+    first_sizing = next((i for i, name in enumerate(names) if name in SIZING), None)
+    if first_sizing is None:
+        return None
+    heavy = [name for name in names[:first_sizing] if name in HEAVY]
+    if not heavy:
+        return None
+    return (
+        f"{where}: {', '.join(heavy)} run(s) before {names[first_sizing]} shrinks the image; "
+        f"move {names[first_sizing]} first in kit.toml (the same ops on fewer pixels are faster)"
+    )
+
+
+def build_steps(specs: list[dict[str, Any]], where: str) -> list:
+    """The albumentations objects of specs, each error naming its field."""
     A = import_albumentations()
-    steps = [A.Resize(image_size, image_size)]
+    steps = []
     for index, spec in enumerate(specs):
         spec = dict(spec)
         name = spec.pop("name", None)
@@ -38,4 +78,26 @@ def create_transform(specs: list[dict[str, Any]], image_size: int, where: str = 
         except (TypeError, ValueError) as error:
             message = " ".join(str(error).split())[:200]
             raise ConfigError(f"{field} ({name}): bad arguments: {message}") from None
-    return A.Compose(steps)
+    return steps
+
+
+def create_transform(specs: list[dict[str, Any]], image_size: int, where: str = "augment"):
+    """uint8 HxWxC -> image_size x image_size: resize first, then the configured transforms."""
+    A = import_albumentations()
+    steps = build_steps(specs, where)
+    if any(spec.get("name") in SIZING for spec in specs):
+        message = slow_order(specs, where)
+        if message:
+            warnings.warn(message, SlowPipelineWarning, stacklevel=2)
+        return A.Compose([*steps, A.Resize(image_size, image_size)])
+    return A.Compose([A.Resize(image_size, image_size), *steps])
+
+
+def create_preprocess(specs: list[dict[str, Any]], where: str = "data.preprocess"):
+    """The fixed ops applied once per image before the cache, or None when there are none."""
+    if not specs:
+        return None
+    message = slow_order(specs, where)
+    if message:
+        warnings.warn(message, SlowPipelineWarning, stacklevel=2)
+    return import_albumentations().Compose(build_steps(specs, where))

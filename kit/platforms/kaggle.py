@@ -116,11 +116,18 @@ def _server_message(error: BaseException) -> str:
     return " ".join(str(text or error).split())[:200]
 
 
-def _failure(slug: str, action: str, error: BaseException, tries: int) -> KaggleError:
-    """The one-line KaggleError for an HTTP error from Kaggle."""
+def _failure(
+    slug: str, action: str, error: BaseException, tries: int, kind: str = "competition"
+) -> KaggleError:
+    """The one-line KaggleError for an HTTP error from Kaggle (kind: what slug names)."""
     status = _status(error)
     if status == 401:
         return KaggleError(f"Kaggle rejected the credentials (HTTP 401): {CREDENTIALS_HELP}")
+    if status in (403, 404) and kind != "competition":
+        return KaggleError(
+            f"Kaggle refused to {action} {kind} '{slug}' (HTTP {status}: "
+            f"{_server_message(error)}): check the owner in '{slug}' is your Kaggle username"
+        )
     if status == 403:
         return KaggleError(
             f"Kaggle refused to {action} '{slug}' (HTTP 403): accept the rules at "
@@ -170,7 +177,14 @@ def _delay(attempt: int, error: BaseException) -> float:
     return delay
 
 
-def _call(slug: str, action: str, function: Callable[[], T], *, idempotent: bool = True) -> T:
+def _call(
+    slug: str,
+    action: str,
+    function: Callable[[], T],
+    *,
+    idempotent: bool = True,
+    kind: str = "competition",
+) -> T:
     """function(), retried on 429/5xx/lost connections; any HTTP error becomes a KaggleError.
 
     A call that is not idempotent is retried on 429 only: after a 5xx or a lost connection
@@ -189,7 +203,7 @@ def _call(slug: str, action: str, function: Callable[[], T], *, idempotent: bool
             if status >= 500 and not idempotent:
                 raise _maybe_done(slug, action, f"HTTP {status}") from error
             if last or not (status == 429 or status >= 500):
-                raise _failure(slug, action, error, attempt + 1) from error
+                raise _failure(slug, action, error, attempt + 1, kind) from error
             time.sleep(_delay(attempt, error))
         except transient as error:
             if not idempotent:
@@ -530,3 +544,153 @@ def leaderboard(slug: str, top: int = 20) -> list[dict]:
     if yours and yours["rank"] > top:
         rows.append(yours)
     return rows
+
+
+# ------------------------------------------------------------------------------ code competitions
+def submit_code(
+    slug: str,
+    kernel: str,
+    version: int | None,
+    message: str,
+    *,
+    output_file: str = "submission.csv",
+    wait: bool = False,
+    poll_seconds: float = 5,
+    timeout: float = 600,
+) -> dict:
+    """Submit version (None: the latest) of kernel "OWNER/SLUG" to a code competition.
+
+    Kaggle reruns the kernel on the hidden test set and scores its output_file. A refusal can
+    come back as a message with no submission ref, which is raised here as a KaggleError.
+    """
+    from kagglesdk.competitions.types.competition_api_service import (
+        ApiCreateCodeSubmissionRequest,
+    )
+
+    owner, _, kernel_slug = kernel.partition("/")
+    if not owner or not kernel_slug or "/" in kernel_slug:
+        raise KaggleError(f"--kernel {kernel!r}: write it as OWNER/SLUG, e.g. alice/my-kernel")
+    api = _api(slug)
+    with api.build_kaggle_client() as client:
+        request = ApiCreateCodeSubmissionRequest()
+        request.competition_name, request.kernel_owner = slug, owner
+        request.kernel_slug, request.file_name = kernel_slug, output_file
+        if version is not None:
+            request.kernel_version = int(version)
+        request.submission_description = message
+        created = _call(
+            slug,
+            "submit a notebook to",
+            lambda: client.competitions.competition_api_client.create_code_submission(request),
+            idempotent=False,
+        )
+        if not created.ref:
+            raise KaggleError(
+                f"Kaggle did not accept notebook {kernel} (version {version or 'latest'}) for "
+                f"'{slug}': {' '.join((created.message or 'no reason given').split())}"
+            )
+        result = {
+            "ref": created.ref,
+            "message": created.message,
+            "status": "pending",
+            "public_score": None,
+            "kernel": kernel,
+            "kernel_version": version,
+        }
+        if wait:
+            result.update(
+                _wait_for_score(client, slug, created.ref, message, poll_seconds, timeout)
+            )
+        return result
+
+
+# ------------------------------------------------------------------------------ datasets, kernels
+def _client_call(ref: str, action: str, kind: str, function: Callable[[], T]) -> T:
+    """A client helper that prints and raises ValueError for bad metadata or failed uploads."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return _call(ref, action, function, idempotent=False, kind=kind)
+        except ValueError as error:
+            raise KaggleError(
+                f"Kaggle client refused to {action} {kind} '{ref}': {' '.join(str(error).split())}"
+            ) from error
+
+
+def dataset_exists(ref: str) -> bool:
+    """True when the dataset "OWNER/SLUG" exists on Kaggle (and you may see it)."""
+    import requests
+
+    api = _api(ref)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.dataset_status(ref)
+    except requests.HTTPError as error:
+        if _status(error) == 404:
+            return False
+        raise _failure(ref, "read", error, 1, "dataset") from error
+    return True
+
+
+def push_dataset(folder: Path, notes: str = "") -> dict:
+    """Create the dataset described by folder/dataset-metadata.json, or add a version to it.
+
+    Uploads every top-level file of folder (sub-folders are not uploaded). Returns ref, url
+    and created (False when a new version was added).
+    """
+    folder = Path(folder)
+    try:
+        ref = json.loads((folder / "dataset-metadata.json").read_text())["id"]
+    except (OSError, ValueError, KeyError) as error:
+        raise KaggleError(
+            f"{folder / 'dataset-metadata.json'}: missing or without an id ({error}); "
+            "rebuild it with kit kernel build"
+        ) from error
+    exists = dataset_exists(ref)
+    api = _api(ref)
+    if exists:
+        response = _client_call(
+            ref,
+            "add a version to",
+            "dataset",
+            lambda: api.dataset_create_version(str(folder), notes or "kit", quiet=True),
+        )
+    else:
+        response = _client_call(
+            ref, "create", "dataset", lambda: api.dataset_create_new(str(folder), quiet=True)
+        )
+    if response.error:
+        raise KaggleError(
+            f"Kaggle did not save dataset '{ref}': {' '.join(str(response.error).split())}"
+        )
+    return {"ref": ref, "url": response.url, "created": not exists}
+
+
+def push_kernel(folder: Path) -> dict:
+    """Push the kernel of folder/kernel-metadata.json; return ref, url and version.
+
+    The client reports most refusals in the response rather than raising; any error or
+    source Kaggle could not attach (the kernel would then run without its inputs) is raised.
+    """
+    folder = Path(folder)
+    try:
+        ref = json.loads((folder / "kernel-metadata.json").read_text())["id"]
+    except (OSError, ValueError, KeyError) as error:
+        raise KaggleError(
+            f"{folder / 'kernel-metadata.json'}: missing or without an id ({error}); "
+            "rebuild it with kit kernel build"
+        ) from error
+    api = _api(ref)
+    response = _client_call(ref, "push", "kernel", lambda: api.kernels_push(str(folder)))
+    if response.error:
+        raise KaggleError(
+            f"Kaggle did not save kernel '{ref}': {' '.join(str(response.error).split())}"
+        )
+    unattached = list(response.invalid_dataset_sources or []) + list(
+        response.invalid_competition_sources or []
+    )
+    if unattached:
+        raise KaggleError(
+            f"Kaggle saved kernel '{ref}' but could not attach {', '.join(unattached)}: "
+            "push the dataset first (kit kernel push does) and check the competition slug"
+        )
+    return {"ref": ref, "url": response.url, "version": response.version_number}

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 from kit.config import ModelSection
 from kit.errors import ConfigError
 
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "timm/")
+
 
 def create_model(settings: ModelSection, num_classes: int, root: Path | None = None):
     """A timm model with a fresh num_classes head; never downloads from a hub."""
+    # a hub lookup on a machine without internet hangs on retries: make any attempt fail at once
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import timm
 
+    if settings.name.startswith(HUB_PREFIXES):
+        raise ConfigError(
+            f"model.name {settings.name!r} would download from a hub: use a timm architecture "
+            "name and a local model.pretrained_file"
+        )
     if not timm.is_model(settings.name):
         close = difflib.get_close_matches(settings.name, timm.list_models(), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
@@ -32,11 +42,41 @@ def create_model(settings: ModelSection, num_classes: int, root: Path | None = N
             settings.name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
         )
     except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = "; ".join(lines[1:3])[:300]
+        detail = weights_mismatch(timm.create_model(settings.name, **kwargs), path) or str(error)
         raise ConfigError(
-            f"model.pretrained_file {path} does not fit {settings.name}: {detail}"
+            f"model.pretrained_file {path} does not fit {settings.name}: {detail[:400]}; "
+            "give weights of this architecture or set model.name to theirs"
         ) from None
+
+
+def weights_mismatch(model, path: Path) -> str:
+    """Which keys of a weights file differ from the model's (classifier aside, it is replaced)."""
+    from timm.models import load_state_dict
+
+    try:
+        weights = load_state_dict(str(path))
+    except Exception as error:  # not a weights file at all
+        return f"cannot be read ({type(error).__name__})"
+    head = (model.pretrained_cfg or {}).get("classifier", "")
+    own = {k: v for k, v in model.state_dict().items() if not (head and k.startswith(head))}
+    weights = {k: v for k, v in weights.items() if not (head and k.startswith(head))}
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        f"{len(found)} {label} (e.g. {', '.join(found[:3])})"
+        for label, found in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        )  # fmt: skip
+        if found
+    ]
+    return "; ".join(parts)
 
 
 def input_stats(model) -> tuple[tuple, tuple]:

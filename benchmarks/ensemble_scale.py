@@ -1,0 +1,104 @@
+"""`kit ensemble` at scale: 5 runs of 1,000,000 test rows x 10 classes, one run of this script.
+
+    python benchmarks/ensemble_scale.py [--rows 1000000] [--runs 5] [--root DIR]
+
+Builds a competition folder whose sample_submission has --rows ids (a tiny training set, so the
+runs have OOF tables too) and --runs run folders with test.csv of --rows x 10 probabilities. Then
+times ensemble_runs: read every test.csv, check its ids against sample_submission, blend (mean),
+write the submission in the competition's format and validate it. Setup is not timed. It measures
+a fifth of the rows too and prints how linear the time is (1.0 = exactly linear), and the CPU
+seconds of the large call (which, unlike wall time, other processes on the machine do not inflate).
+The last line is `seconds=<x>`, wall time for --rows (goal <= 10 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def build(root: Path, rows: int, runs: int):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from kit.competition import Competition, new_competition
+    from kit.config import dump_toml
+    from kit.data.folds import folds_hash, make_folds, training_table
+
+    shutil.rmtree(root, ignore_errors=True)
+    competition = new_competition("scale", root.parent, example=None)
+    data = competition.root / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "test").mkdir()
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"id": [f"t{i:03d}" for i in range(100)], "label": np.arange(100) % 10})
+    for i in train["id"]:
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(
+            data / "train" / f"{i}.png"
+        )
+    train.to_csv(data / "train.csv", index=False)
+    ids = pd.Series([f"img{i:07d}" for i in range(rows)])
+    pd.DataFrame({"id": ids, "label": 0}).to_csv(data / "sample_submission.csv", index=False)
+    competition = Competition.load(competition.root)
+    make_folds(competition)
+    table, _ = training_table(competition)
+    columns = [f"p_{c}" for c in range(10)]
+    for r in range(runs):
+        run_dir = competition.runs_dir / f"r{r}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.toml").write_text(dump_toml(competition.config.to_dict()))
+        info = {"run": f"r{r}", "classes": list(range(10)), "folds_hash": folds_hash(table)}
+        (run_dir / "run.json").write_text(json.dumps(info))
+        oof = pd.DataFrame(rng.dirichlet(np.ones(10), len(table)), columns=columns)
+        pd.concat([table[["id", "fold"]], oof], axis=1).to_csv(run_dir / "oof.csv", index=False)
+        test = pd.DataFrame(rng.dirichlet(np.ones(10), rows).astype(np.float32), columns=columns)
+        test.insert(0, "id", ids)
+        test.to_csv(run_dir / "test.csv", index=False, float_format="%.6g")
+    return competition
+
+
+def timed(competition, runs: int) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads) of one ensemble_runs call."""
+    from kit.infer.ensemble import ensemble_runs
+
+    started, cpu = time.perf_counter(), time.process_time()
+    ensemble_runs(competition, [f"r{r}" for r in range(runs)], "scale")
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--root", type=Path, help="work folder (default: a temp folder)")
+    args = parser.parse_args()
+    work = args.root or Path(tempfile.mkdtemp(prefix="kit-ensemble-"))
+    os.environ["KIT_HOME"] = str(work / "home")
+
+    small_rows = args.rows // 5
+    small = build(work / "small" / "scale", small_rows, args.runs)
+    small_seconds, _ = timed(small, args.runs)
+    shutil.rmtree(work / "small")
+    large = build(work / "large" / "scale", args.rows, args.runs)
+    seconds, cpu_seconds = timed(large, args.runs)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())  # other processes share the cores
+    print(f"cpus={os.cpu_count()} runs={args.runs} classes=10 load_average={load}")
+    print(f"cpu_seconds={cpu_seconds:.2f}")
+    print(f"seconds_at_{small_rows}_rows={small_seconds:.2f}")
+    print(f"linearity={seconds / (small_seconds * args.rows / small_rows):.2f}")
+    if args.root is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"seconds={seconds:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Pseudo-labels, the optional second stage: labels for confident test images from stage-1 runs.
+
+A test image's label comes from the stage-1 fold ensembles (each run's test.csv, averaged over the
+runs); it is kept when its top probability reaches the threshold. Soft labels keep the whole
+probability row; hard labels keep the top class. In soft mode each training image also gets a soft
+label, and it comes only from OOF predictions: from the fold model that did not train on it.
+pseudo/<name>/labels.csv holds the rows (id, path, source, then p_<class>... or target) and
+pseudo/<name>/stage1.json records which stage-1 runs made them, so a stage-2 run can name them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kit.competition import Competition
+from kit.errors import ConfigError, KitError
+from kit.fileio import write_csv, write_json
+
+
+def make_pseudo_labels(
+    competition: Competition,
+    runs: list[str],
+    name: str,
+    *,
+    threshold: float = 0.9,
+    soft: bool = True,
+) -> dict:
+    """Write pseudo/<name>/labels.csv and stage1.json; return the counts and paths."""
+    import json
+
+    from kit.data.folds import training_table
+    from kit.data.layout import read_test_items
+    from kit.infer.ensemble import _check_ids, _read_table
+
+    if not 0 < threshold <= 1:
+        raise KitError(f"--threshold {threshold}: give a probability in (0, 1], e.g. 0.9")
+    if not runs:
+        raise KitError("name at least one stage-1 run")
+    table, task = training_table(competition)
+    if task.kind not in ("multiclass", "binary"):
+        raise ConfigError(
+            f"pseudo-labels need a multiclass or binary task, not task.type {task.kind!r}"
+        )
+    test_items = read_test_items(competition)
+    tests, oofs, hashes = [], [], set()
+    for run in runs:
+        run_dir = competition.run_dir(run)
+        info = json.loads((run_dir / "run.json").read_text())
+        if info["classes"] != list(task.classes):
+            raise KitError(f"run '{run}' was trained on other classes than the data has now")
+        hashes.add(info["folds_hash"])
+        test = _read_table(run_dir / "test.csv", task.columns, run)
+        _check_ids(run_dir / "test.csv", test["id"], test_items["id"], "sample_submission", run)
+        tests.append(test.set_index("id").loc[test_items["id"], task.columns].to_numpy())
+        if soft:
+            oof_path = run_dir / "oof_tta.csv"
+            oof_path = oof_path if oof_path.exists() else run_dir / "oof.csv"
+            oofs.append(_read_table(oof_path, task.columns, run).set_index("id"))
+    probs = np.mean(tests, axis=0)
+    confident = probs.max(axis=1) >= threshold
+    rows = test_items.loc[confident, ["id", "path"]].reset_index(drop=True)
+    rows.insert(2, "source", "test")
+    if soft:
+        rows = pd.concat([rows, pd.DataFrame(probs[confident], columns=task.columns)], axis=1)
+        if len(hashes) > 1:
+            raise KitError(
+                f"runs {', '.join(runs)} were trained on different folds: a training image's soft "
+                "label must come from models that did not see it; use runs of one folds.csv"
+            )
+        ids = oofs[0].index
+        for run, oof in zip(runs[1:], oofs[1:], strict=True):
+            _check_ids(f"runs/{run}/oof", oof.index.to_series(), ids.to_series(), runs[0], run)
+        oof_mean = np.mean([o.loc[ids, task.columns].to_numpy() for o in oofs], axis=0)
+        train = table.set_index("id").loc[ids, ["path"]].reset_index()
+        train.insert(2, "source", "train")
+        train = pd.concat([train, pd.DataFrame(oof_mean, columns=task.columns)], axis=1)
+        rows = pd.concat([rows, train], ignore_index=True)
+    else:
+        rows["target"] = np.asarray(task.classes, dtype=object)[probs[confident].argmax(axis=1)]
+    out_dir = competition.root / "pseudo" / name
+    write_csv(out_dir / "labels.csv", rows)
+    record = {
+        "name": name,
+        "stage1_runs": runs,
+        "threshold": threshold,
+        "soft": soft,
+        "test_images": int(confident.sum()),
+        "test_total": len(test_items),
+        "train_images": int((rows["source"] == "train").sum()),
+    }
+    write_json(out_dir / "stage1.json", record)
+    return {**record, "labels_csv": str(out_dir / "labels.csv")}
