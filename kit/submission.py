@@ -125,8 +125,13 @@ def _value_problems(frame, ids, column: str, format: str, classes: list) -> list
     return problems
 
 
-def check_submission(competition: Competition, path: Path, classes: list) -> None:
-    """Raise SubmissionError listing every problem of path."""
+def check_submission(competition: Competition, path: Path, classes: list | None = None) -> None:
+    """Raise SubmissionError listing every problem of path (classes: the competition's own)."""
+    if classes is None:
+        from kit.data.layout import competition_task, read_train_items
+
+        _, task = competition_task(competition, read_train_items(competition))
+        classes = list(task.classes)
     problems = validate_submission(
         path, competition.path(competition.config.data.sample_submission), **_format(competition),
         classes=classes,

@@ -57,13 +57,12 @@ def submit(
         record_submission(competition, result, message=message, runs=runs, kernel=kernel)
         return result
 
-    from kit.data.layout import class_list, read_train_items
     from kit.submission import check_submission
 
     if file is None:
         raise ConfigError("name the submission file to submit, or --kernel OWNER/SLUG")
     file = Path(file)
-    check_submission(competition, file, class_list(read_train_items(competition)))
+    check_submission(competition, file)
     runs = runs if runs is not None else _runs_behind(competition, file)
     if platform == "kaggle":
         from kit.platforms import kaggle
