@@ -88,6 +88,8 @@ class TrainSection:
     cutmix_alpha: float = 0.0  # Beta(alpha, alpha) cutmix boxes; 0 = off (both on: one per batch)
     mix_until_epoch: int = 0  # mixup/cutmix stop from this epoch on (clean last epochs); 0 = never
     balance: str = "none"  # "none", "sampler" (class-balanced draws) or "loss" (class weights)
+    pseudo: str = ""  # stage 2: also train on pseudo/<name>/labels.csv (`kit pseudo`); "" = off
+    pseudo_weight: float = 0.5  # share of a training image's target from its OOF soft label
     freeze_epochs: int = 0  # epochs that train only the classifier head before unfreezing all
     patience: int = 0  # early stopping: epochs without a better metric; 0 = train every epoch
     checkpoint_every: int = 0  # optimiser steps between last.pt saves; 0 = at each epoch's end

@@ -19,16 +19,30 @@ from kit.errors import ConfigError, KitError
 from kit.fileio import write_csv, write_json
 from kit.infer.merge import merge as merge_tables
 
+# Images per forward pass on a CPU: past about this, activations fall out of cache and one big
+# batch of every view runs slower than several smaller ones (measured: benchmarks/tta.py).
+CPU_FORWARD_IMAGES = 64
+
 
 def _forward(model, x, views, mean, std, device, amp, task):
-    """(B,C,H,W) unit floats on the device -> (n_views, B, task.num_outputs) activated outputs."""
+    """(B,C,H,W) unit floats on the device -> (n_views, B, task.num_outputs) activated outputs.
+
+    The views are made from the one decoded batch; on an accelerator they all go through the
+    model as one batch, on a CPU in groups of about CPU_FORWARD_IMAGES images.
+    """
+    import torch
+
     from kit.device import autocast, normalise
     from kit.infer.tta import make_views
 
-    batch = normalise(make_views(x, views), mean, std)
-    with autocast(device, amp):
-        logits = model(batch)
-    return task.activate(logits).view(len(views), len(x), -1).cpu().numpy()
+    x = normalise(x, mean, std)  # views move pixels only, so normalising first is the same
+    per_pass = len(views) if device.type != "cpu" else max(1, CPU_FORWARD_IMAGES // len(x))
+    outputs = []
+    for start in range(0, len(views), per_pass):
+        with autocast(device, amp):
+            logits = model(make_views(x, views[start : start + per_pass]))
+        outputs.append(task.activate(logits))
+    return torch.cat(outputs).view(len(views), len(x), -1).cpu().numpy()
 
 
 def select_views(names: list[str], oof_views: np.ndarray, score, better, how: str, kind: str):

@@ -91,3 +91,55 @@ def make_pseudo_labels(
     }
     write_json(out_dir / "stage1.json", record)
     return {**record, "labels_csv": str(out_dir / "labels.csv")}
+
+
+def read_pseudo_labels(competition: Competition, name: str, task) -> dict:
+    """A stage-2 run's extra training data from pseudo/<name>/: test rows with their targets
+    (soft rows, or one-hot rows of hard labels), training images' OOF soft labels, stage1.json."""
+    import json
+
+    out_dir = competition.root / "pseudo" / name
+    labels_csv, stage1_json = out_dir / "labels.csv", out_dir / "stage1.json"
+    if not labels_csv.exists() or not stage1_json.exists():
+        raise ConfigError(
+            f"train.pseudo = {name!r}: {labels_csv} not found; make it with "
+            f'`kit pseudo RUN... --name {name}` or set train.pseudo = ""'
+        )
+    rows = pd.read_csv(labels_csv, dtype={"id": str})
+    record = json.loads(stage1_json.read_text())
+    soft = bool(record.get("soft"))
+    if soft and not set(task.columns) <= set(rows.columns):
+        raise KitError(f"{labels_csv} was made for other classes: run `kit pseudo` again")
+    test = rows[rows["source"] == "test"].reset_index(drop=True)
+    if soft:
+        test_targets = test[task.columns].to_numpy(dtype=np.float32)
+    else:
+        index = {str(c): i for i, c in enumerate(task.classes)}
+        codes = test["target"].astype(str).map(index)
+        if codes.isna().any():
+            raise KitError(
+                f"{labels_csv} holds labels outside the class set: run `kit pseudo` again"
+            )
+        test_targets = np.eye(len(task.classes), dtype=np.float32)[codes.to_numpy(dtype=int)]
+    train = rows[rows["source"] == "train"].set_index("id")
+    return {
+        "test_items": test[["id", "path"]],
+        "test_targets": test_targets,
+        "train_soft": train[task.columns] if soft else None,
+        "stage1": record,
+    }
+
+
+def stage2_targets(task, train_items: pd.DataFrame, pseudo: dict, weight: float):
+    """One fold's training set for stage 2: its images + the pseudo-labelled test images, with
+    soft target rows. A training image's soft part is its OOF row, from a model that never saw it."""
+    hard = np.eye(len(task.classes), dtype=np.float32)[task.encode(train_items["target"])]
+    targets = hard
+    if pseudo["train_soft"] is not None:
+        soft = pseudo["train_soft"].reindex(train_items["id"]).to_numpy(dtype=np.float32)
+        known = ~np.isnan(soft).any(axis=1)
+        targets = hard.copy()
+        targets[known] = (1 - weight) * hard[known] + weight * soft[known]
+    test = pseudo["test_items"].assign(target=task.classes[0])  # placeholder; targets are rows
+    items = pd.concat([train_items[["id", "path", "target"]], test], ignore_index=True)
+    return items, np.concatenate([targets, pseudo["test_targets"]]).astype(np.float32)

@@ -106,4 +106,6 @@ def parse_view(view: str):
 
 def make_views(x: torch.Tensor, views: list) -> torch.Tensor:
     """(B,C,H,W) -> (V*B,C,H,W), view-major, so one forward pass scores every view."""
+    if len(views) == 1:
+        return views[0](x)  # no copy: a CPU runs views one pass at a time
     return torch.cat([view(x) for view in views])

@@ -13,7 +13,7 @@ import pandas as pd
 from kit.competition import Competition
 from kit.config import dump_toml
 from kit.data.folds import folds_hash, training_table
-from kit.errors import KitError
+from kit.errors import ConfigError, KitError
 from kit.fileio import append_jsonl, write_csv, write_json, write_text
 from kit.metrics import get_metric
 from kit.task import Task
@@ -97,6 +97,7 @@ def train_run(
     table, task = training_table(competition)
     get_metric(config.metric.name, task.kind)  # a metric that cannot score the task fails now
     check_recipe(config.train)
+    pseudo = _pseudo_labels(competition, task)
     all_folds = sorted(table["fold"].unique().tolist())
     chosen = all_folds if folds is None else sorted(set(folds))
     unknown = sorted(set(chosen) - set(all_folds))
@@ -130,6 +131,7 @@ def train_run(
             "torch": torch.__version__,
             "git_commit": git_commit(competition.root),
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "stage1": pseudo["stage1"] if pseudo else None,  # the runs its pseudo-labels came from
         }
         write_json(run_dir / "run.json", info)
         append_jsonl(log_path, {"event": "start", **info})
@@ -142,10 +144,16 @@ def train_run(
         if resume and (fold_dir / "result.json").exists():
             continue  # finished before the interruption
         valid = table["fold"] == fold
+        train_items, train_targets = table[~valid].reset_index(drop=True), None
+        if pseudo:
+            from kit.infer.pseudo import stage2_targets
+
+            weight = config.train.pseudo_weight
+            train_items, train_targets = stage2_targets(task, train_items, pseudo, weight)
         result = train_fold(
-            config, fold, table[~valid].reset_index(drop=True), table[valid].reset_index(drop=True),
+            config, fold, train_items, table[valid].reset_index(drop=True),
             task, fold_dir, device, root=competition.root, log_path=log_path,
-            progress=progress, resume=resume,
+            progress=progress, resume=resume, train_targets=train_targets,
         )  # fmt: skip
         if main:
             frame = pd.DataFrame(result.probs, columns=task.columns)
@@ -169,6 +177,25 @@ def train_run(
     metrics = read_metrics(run_dir)
     ddp.cleanup()
     return {"run": run, "run_dir": str(run_dir), **metrics}
+
+
+def _pseudo_labels(competition: Competition, task: Task) -> dict | None:
+    """train.pseudo's labels for a stage-2 run, or None; refuses what they cannot feed."""
+    t = competition.config.train
+    if not t.pseudo:
+        return None
+    if task.kind not in ("multiclass", "binary"):
+        raise ConfigError(f"train.pseudo needs a multiclass or binary task, not {task.kind!r}")
+    if t.balance != "none" or competition.config.data.bbox_columns:
+        raise ConfigError(
+            'train.pseudo trains on soft targets and test images: set train.balance = "none" '
+            "and data.bbox_columns = [] for a stage-2 run"
+        )
+    if not 0 <= t.pseudo_weight <= 1:
+        raise ConfigError(f"train.pseudo_weight {t.pseudo_weight} must lie in [0, 1]")
+    from kit.infer.pseudo import read_pseudo_labels
+
+    return read_pseudo_labels(competition, t.pseudo, task)
 
 
 def assemble_run(competition: Competition, run_dir: Path, table: pd.DataFrame, task: Task) -> dict:

@@ -76,6 +76,7 @@ def train_fold(
     log_path: Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    train_targets: np.ndarray | None = None,
 ) -> FoldResult:
     """Train on train_items, keep the epoch (raw or EMA weights) that scores best on valid_items."""
     from tqdm.auto import tqdm
@@ -90,7 +91,8 @@ def train_fold(
     seed_everything(seed)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    train_targets = task.encode(train_items["target"])
+    if train_targets is None:  # stage 2 passes soft target rows (pseudo-labels) instead
+        train_targets = task.encode(train_items["target"])
     valid_targets = task.encode(valid_items["target"])
     if t.batch_size > len(train_items):
         raise ConfigError(
