@@ -32,6 +32,15 @@ class Metric:
         return new > old if self.greater_is_better else new < old
 
 
+def best_improvement(trials: dict, baseline: float, better) -> object | None:
+    """The key of the trial that beats baseline by the most, or None when none beats it."""
+    pick = None
+    for key, value in trials.items():
+        if better(value, baseline if pick is None else trials[pick]):
+            pick = key
+    return pick
+
+
 def _accuracy_labels(y_true, y_pred):
     return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
 

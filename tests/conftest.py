@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from kaggle_server import route_client_to
+
+from kit.platforms import kaggle as kaggle_platform
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # never ask PyPI during tests
 
@@ -42,3 +45,13 @@ def tiny(digits):
     from kit.competition import Competition
 
     return Competition.load(digits.root, TINY)
+
+
+@pytest.fixture
+def fake_kaggle(server, monkeypatch, tmp_path):
+    """The real client routed to the module's `server` fixture, with fake credentials and millisecond retries."""
+    route_client_to(server, monkeypatch, tmp_path / "home")
+    monkeypatch.setattr(kaggle_platform, "RETRY_DELAYS", (0.01, 0.02, 0.04))
+    yield server
+    assert server.connects == [], "something tried to leave over https"
+    assert all(entry.absolute_form for entry in server.log), "a request bypassed the proxy"

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kaggle_server import API_HOST, STORAGE_HOST, KaggleServer, make_zip, route_client_to
+from kaggle_server import API_HOST, STORAGE_HOST, KaggleServer, make_zip
 
 from kit.errors import KitError
 from kit.platforms import kaggle as kaggle_platform
@@ -41,16 +41,6 @@ def server():
     server.add_competition(SLUG, dict(FILES), title="Digits Mini")
     yield server
     server.stop()
-
-
-@pytest.fixture
-def fake_kaggle(server, monkeypatch, tmp_path):
-    """The real client routed to server, with fake credentials and millisecond retries."""
-    route_client_to(server, monkeypatch, tmp_path / "home")
-    monkeypatch.setattr(kaggle_platform, "RETRY_DELAYS", (0.01, 0.02, 0.04))
-    yield server
-    assert server.connects == [], "something tried to leave over https"
-    assert all(entry.absolute_form for entry in server.log), "a request bypassed the proxy"
 
 
 def one_line_error(excinfo) -> str:

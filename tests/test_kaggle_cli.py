@@ -12,7 +12,7 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from kaggle_server import KaggleServer, make_zip, route_client_to
+from kaggle_server import KaggleServer, make_zip
 
 from kit.cli import cli
 from kit.platforms import kaggle as kaggle_platform
@@ -37,15 +37,6 @@ def server(hosted):
     server.add_competition(SLUG, hosted, title="Digits Mini")
     yield server
     server.stop()
-
-
-@pytest.fixture
-def fake_kaggle(server, monkeypatch, tmp_path):
-    route_client_to(server, monkeypatch, tmp_path / "home")
-    monkeypatch.setattr(kaggle_platform, "RETRY_DELAYS", (0.01, 0.02, 0.04))
-    yield server
-    assert server.connects == [], "something tried to leave over https"
-    assert all(entry.absolute_form for entry in server.log), "a request bypassed the proxy"
 
 
 @pytest.fixture

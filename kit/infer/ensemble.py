@@ -22,6 +22,7 @@ from kit.errors import ConfigError, KitError
 from kit.fileio import write_csv, write_json, write_text
 from kit.infer.decision import Decision, fit_decision
 from kit.infer.merge import merge
+from kit.metrics import best_improvement
 from kit.submission import write_submission
 
 METHODS = ("mean", "rank", "gmean", "weights")
@@ -145,10 +146,7 @@ def hill_climb(stack: np.ndarray, method: str, kind: str, score, better, steps: 
             trial = counts.copy()
             trial[i] += 1
             trials[i] = score(blend(stack, method, kind, trial))
-        pick = None
-        for i, s in trials.items():
-            if better(s, best if pick is None else trials[pick]):
-                pick = i
+        pick = best_improvement(trials, best, better)
         if pick is None:
             break
         counts[pick] += 1

@@ -18,6 +18,7 @@ from kit.config import load_config
 from kit.errors import ConfigError, KitError
 from kit.fileio import write_csv, write_json
 from kit.infer.merge import merge as merge_tables
+from kit.metrics import best_improvement
 
 # Images per forward pass on a CPU: past about this, activations fall out of cache and one big
 # batch of every view runs slower than several smaller ones (measured: benchmarks/tta.py).
@@ -64,10 +65,7 @@ def select_views(names: list[str], oof_views: np.ndarray, score, better, how: st
             for i in range(len(names))
             if i not in chosen
         }
-        pick = None
-        for i, s in trials.items():
-            if better(s, best if pick is None else trials[pick]):
-                pick = i
+        pick = best_improvement(trials, best, better)
         if pick is None:
             break
         chosen.append(pick)
