@@ -276,7 +276,7 @@ def runs_group(ctx, root, overrides, as_json):
     \b
     Example:
       kit runs -C competitions/digits
-      kit runs -C competitions/digits show quick
+      kit runs show -C competitions/digits quick
     """
     ctx.obj = (root, overrides)
     if ctx.invoked_subcommand is not None:
@@ -293,19 +293,27 @@ def runs_group(ctx, root, overrides, as_json):
 
 
 @runs_group.command(name="show")
+@click.option(
+    "-C",
+    "--competition",
+    "show_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The competition folder (also accepted before `show`).",
+)
 @click.argument("run")
 @click.pass_obj
-def runs_show(obj, run):
+def runs_show(obj, show_root, run):
     """Details of one run: scores per fold and class, submissions, report path.
 
     \b
     Example:
-      kit runs -C competitions/digits show quick
+      kit runs show -C competitions/digits quick
     """
     from kit.ledger import show_run
 
     root, overrides = obj
-    click.echo(json.dumps(show_run(load(root, overrides), run), indent=2, default=str))
+    competition = load(show_root or root, overrides)
+    click.echo(json.dumps(show_run(competition, run), indent=2, default=str))
 
 
 @cli.command()
