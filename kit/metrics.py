@@ -73,7 +73,10 @@ def _on_decisions(label_metric):
 def _log_loss(task, targets, probs):
     from sklearn.metrics import log_loss
 
-    return log_loss(targets, np.clip(probs, 1e-15, 1), labels=np.arange(probs.shape[1]))
+    clipped = np.clip(probs, 1e-15, 1)
+    # rows saved as float32 CSV text sum to 1 within ~1e-7, which sklearn warns about
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return log_loss(targets, clipped, labels=np.arange(probs.shape[1]))
 
 
 def _roc_auc(task, targets, probs):
