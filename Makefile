@@ -8,9 +8,20 @@ STAMP := $(VENV)/.kit-installed
 # albumentations asks PyPI for a newer release on import unless this is set; kit runs offline
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo host-demo test lint bench clean
 
-install: $(STAMP)
+install: system-deps $(STAMP)
+
+# Debian packages the tests use for real: PostgreSQL (kit host --db), chromium + chromedriver
+# (pages checked in a real browser). Installed when missing and we may (root with apt-get).
+SYSTEM_PACKAGES := postgresql chromium chromium-driver
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		&& ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	else echo "warning: install $(SYSTEM_PACKAGES) for the browser and PostgreSQL tests" >&2; fi
 
 # torch and torchvision are pinned to the releases that lie on these machines' local disk
 $(STAMP): pyproject.toml
@@ -23,8 +34,12 @@ competitions/digits/kit.toml:
 	$(BIN)/kit new digits --example digits
 
 demo: install competitions/digits/kit.toml
-	$(BIN)/kit run -C competitions/digits --quiet -m "make demo"
+	$(BIN)/kit run -C competitions/digits -m "make demo"
 	$(BIN)/kit leaderboard -C competitions/digits
+
+# the digits competition hosted on 127.0.0.1:8800 with three teams and a baseline (tokens printed)
+host-demo: install
+	$(BIN)/kit host demo --port 8800
 
 test: install
 	$(BIN)/ruff check kit tests benchmarks

@@ -1,209 +1,147 @@
-"""Does data feeding keep the model busy? Measured in one run on this machine.
+"""Does kit's data feeding keep the model busy? kit's own training path, measured in one run.
 
-    python benchmarks/feed.py [--model mobilenetv3_small_100] [--size 64] [--images 512] [--workers 1]
+    python benchmarks/feed.py [--model resnet18] [--images 2000] [--source 256] [--size 128]
+        [--batch 32] [--rounds 1] [--cores N] [--device auto]
 
-Builds a competition of JPEGs (digits drawn in colour, --size px) in a temp folder, then measures
-with the same model, batch and optimiser step:
+Writes --images photo-like JPEGs of --source px (10 classes) and trains one epoch of
+kit.train.loop.train_fold on them at --size px with a real timm architecture (random init), in
+two arms that differ only in the data work:
 
-- model-only img/s: the training step on uint8 batches already in memory (no data work at all);
-- end-to-end img/s: the training step fed by kit's DataLoader (decode, augment, collate), once
-  without and once with the preprocessed cache (data.cache);
-- loader-only img/s with and without the cache (the DataLoader alone, no model);
-- augmentation order at 512 px: the same heavy ops before vs after the downscale.
+- end-to-end: kit as a user runs it: decode (reduced where it applies), the default augment.train,
+  collate, with kit's machine-fitting defaults (num_workers "auto", threads from the cores);
+- model-only: the same train_fold, same model, batch, steps, validation and checkpoints, but fed
+  from a cache of raw pixels already at --size (filled before timing) with no augmentation: the
+  fastest feed kit's loop can have, so the rest is the model's own time.
 
-The last line is `feed_ratio=<x>`: the best end-to-end img/s / model-only img/s (goal >= 0.90 on
-2 CPU cores for a small model on 64-px JPEGs; >= 0.95 for resnet50 at 224 px on a GPU).
+Both arms get the same CPU budget (the same cores: --cores pins the process to that many, and
+kit's defaults split them the same way the user would get). The arms alternate --rounds times so
+both see the same machine load. Printed: wall seconds, CPU seconds (process + reaped loader
+workers, which load from other processes does not inflate as much), and the ratios model-only /
+end-to-end of each. The last line is `feed_ratio=<wall ratio>` (goal >= 0.95 on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from loader import photo  # noqa: E402  the same photo-like JPEGs as benchmarks/loader.py
 
 
-def build_competition(root: Path, n: int, size: int) -> None:
-    """n colour JPEGs of handwritten digits at size px, with train.csv and kit.toml."""
-    from sklearn.datasets import load_digits
+def build(root: Path, n: int, source: int):
+    import pandas as pd
 
-    digits = load_digits()
-    rng = np.random.default_rng(0)
     (root / "data" / "train").mkdir(parents=True)
-    ids, labels = [], []
+    rows = []
     for i in range(n):
-        k = i % len(digits.images)
-        gray = (digits.images[k] * 16).clip(0, 255).astype(np.uint8)
-        big = np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR), np.float32)
-        colour = rng.uniform(0.3, 1.0, 3)
-        rgb = (big[..., None] * colour + rng.normal(0, 8, (size, size, 3))).clip(0, 255)
-        Image.fromarray(rgb.astype(np.uint8)).save(
-            root / "data" / "train" / f"{i:05d}.jpg", quality=90
-        )
-        ids.append(f"{i:05d}")
-        labels.append(int(digits.target[k]))
-    pd.DataFrame({"id": ids, "label": labels}).to_csv(root / "data" / "train.csv", index=False)
-    (root / "kit.toml").write_text('[data]\nimage_ext = ".jpg"\n')
+        path = root / "data" / "train" / f"{i:05d}.jpg"
+        photo(path, source, i)
+        rows.append({"id": f"{i:05d}", "path": str(path), "target": i % 10})
+    return pd.DataFrame(rows)
 
 
-def train_step(model, optimizer, images, targets, device, mean, std):
-    from kit.device import normalise, to_unit_float
-
-    x = normalise(to_unit_float(images, device), mean, std)
-    loss = torch.nn.functional.cross_entropy(model(x), targets.to(device))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
-def model_only(model, optimizer, batch: int, size: int, steps: int, device, mean, std) -> float:
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
-    targets = torch.randint(0, 10, (batch,))
-    for _ in range(2):
-        train_step(model, optimizer, images, targets, device, mean, std)
-    started = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, optimizer, images, targets, device, mean, std)
-    _sync(device)
-    return steps * batch / (time.perf_counter() - started)
+def arm(config, items, valid, task, out_dir: Path, device, root: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one train_fold epoch."""
+    from kit.train.loop import train_fold
 
-
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def make_loader(competition, items, batch: int, workers: int, cache: bool, device):
-    from torch.utils.data import DataLoader
-
-    from kit.data.cache import create_image_source
-    from kit.data.dataset import ImageDataset
-    from kit.data.transforms import create_transform
-
-    config = competition.config
-    source = create_image_source(config, competition.root, items, cache=cache)
-    transform = create_transform(config.augment.train, config.train.image_size, "augment.train")
-    dataset = ImageDataset(items["path"], items["target"].to_numpy(), transform, source)
-    return DataLoader(
-        dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-    )  # fmt: skip
-
-
-def end_to_end(model, optimizer, loader, device, mean, std, epochs: int = 2) -> float:
-    """img/s of the last epoch (the first starts workers and fills the cache)."""
-    for epoch in range(epochs):
-        started, seen = time.perf_counter(), 0
-        for images, targets in loader:
-            train_step(model, optimizer, images, targets, device, mean, std)
-            seen += len(images)
-        _sync(device)
-        if epoch == epochs - 1:
-            return seen / (time.perf_counter() - started)
-    raise AssertionError("unreachable")
-
-
-def loader_only(loader, epochs: int = 2) -> float:
-    for epoch in range(epochs):
-        started, seen = time.perf_counter(), 0
-        for images, _ in loader:
-            seen += len(images)
-        if epoch == epochs - 1:
-            return seen / (time.perf_counter() - started)
-    raise AssertionError("unreachable")
-
-
-def augmentation_order(n: int = 40) -> float:
-    """Heavy ops then downscale vs downscale then the same ops, on 512-px images: the speed-up."""
-    from kit.data.transforms import import_albumentations
-
-    A = import_albumentations()
-    heavy = [A.CLAHE(p=1.0), A.Affine(rotate=(-10, 10), p=1.0), A.GaussianBlur(p=1.0)]
-    slow = A.Compose([*heavy, A.RandomResizedCrop((128, 128), p=1.0)])
-    fast = A.Compose([A.RandomResizedCrop((128, 128), p=1.0), *heavy])
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (512, 512, 3), dtype=np.uint8) for _ in range(n)]
-    timings = []
-    for pipeline in (slow, fast):
-        started = time.perf_counter()
-        for image in images:
-            pipeline(image=image)
-        timings.append(time.perf_counter() - started)
-    return timings[0] / timings[1]
+    started, cpu = time.perf_counter(), cpu_seconds()
+    train_fold(config, 0, items, valid, task, out_dir, device, root=root, progress=False)
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", default="mobilenetv3_small_100", help="timm model (random weights)"
-    )
-    parser.add_argument("--size", type=int, default=64, help="px of the JPEGs and the input")
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    parser.add_argument("--model", default="resnet18", help="timm model (random weights)")
+    parser.add_argument("--images", type=int, default=2000, help="training JPEGs (>= 2000)")
+    parser.add_argument("--valid", type=int, default=64, help="validation images (both arms)")
+    parser.add_argument("--source", type=int, default=256, help="px of the JPEGs")
+    parser.add_argument("--size", type=int, default=128, help="px of the network input")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both arms")
+    parser.add_argument("--cores", type=int, default=0, help="pin to this many cores; 0 = all")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
-    parser.add_argument(
-        "--threads", type=int, default=0,
-        help="torch threads; 0 = cores - workers, so the loader has its own core",
-    )  # fmt: skip
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    parser.add_argument("--workers", default="auto", help="train.num_workers of end-to-end")
     args = parser.parse_args()
 
-    from kit.competition import Competition
-    from kit.config import ModelSection
-    from kit.data.layout import read_train_items
-    from kit.device import pick_device
-    from kit.train.model import create_model, input_stats
+    import torch
 
+    from kit.config import Config
+    from kit.data.bench import resolve_workers
+    from kit.data.cache import create_image_source
+    from kit.device import intra_op_threads, pick_device, usable_cores
+    from kit.task import Task
+
+    if args.cores:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     device = pick_device(args.device)
-    # oversubscribed intra-op threads stall each other; the loader's workers need cores too
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
-    print(f"machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
-          f"device {device}")  # fmt: skip
-    print(f"model {args.model}, {args.size}-px JPEGs, batch {args.batch}, workers {args.workers}")
+    task = Task("multiclass", tuple(range(10)))
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder) / "feed"
-        build_competition(root, args.images, args.size)
-        competition = Competition.load(root, [f"train.image_size={args.size}"])
-        items = read_train_items(competition)
-        model = create_model(ModelSection(name=args.model), 10).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        mean, std = input_stats(model)
-        steps = max(4, args.images // args.batch)
+        root = Path(folder)
+        os.environ["KIT_HOME"] = str(root / "home")  # no measurement: kit's unmeasured defaults
+        table = build(root, args.images + args.valid, args.source)
+        items, valid = table.iloc[: args.images], table.iloc[args.images :]
+        items, valid = items.reset_index(drop=True), valid.reset_index(drop=True)
 
-        # the machine is shared, so model-only and end-to-end windows alternate, round by round,
-        # and each round's ratio compares windows measured seconds apart
-        loaders = {
-            cache: make_loader(competition, items, args.batch, args.workers, cache, device)
-            for cache in (False, True)
-        }
-        for cache, loader in loaders.items():  # start the workers, fill the cache
-            fed = loader_only(loader)
-            label = "with cache   " if cache else "without cache"
-            print(f"loader-only {label} {fed:8.1f} img/s")
-        ratios = {False: [], True: []}
+        def config_for(feed: str) -> Config:
+            config = Config()
+            config.model.name = args.model
+            t = config.train
+            t.image_size, t.batch_size, t.epochs, t.device = args.size, args.batch, 1, args.device
+            t.amp, t.lr, t.warmup_epochs = args.amp, 1e-3, 0.0
+            if feed == "model-only":
+                config.data.cache, config.data.cache_size = True, args.size
+                config.augment.train = []
+            if feed == "model-only" and device.type == "cpu":
+                t.num_workers = 0  # nothing to decode: the training process reads raw pixels
+            else:  # an accelerator: the same workers in both arms (they also collate and pin)
+                t.num_workers = args.workers if args.workers == "auto" else int(args.workers)
+            return config
+
+        configs = {feed: config_for(feed) for feed in ("end-to-end", "model-only")}
+        warm = create_image_source(configs["model-only"], root, table)
+        for path in table["path"]:  # fill the raw cache before timing (it is the fast feed)
+            warm(path)
+        for feed, config in configs.items():
+            workers, why = resolve_workers(config, root, device)
+            threads = intra_op_threads(workers, 1, config.train.threads)
+            print(f"{feed:>11}: num_workers {workers} ({why}), torch threads {threads}")
+        few = items.iloc[: 2 * args.batch]
+        for feed, config in configs.items():  # imports, first allocations: paid once, untimed
+            arm(config, few, valid, task, root / f"warm-{feed}", device, root)
+        times = {feed: [] for feed in configs}
         for round_ in range(args.rounds):
-            compute = model_only(model, optimizer, args.batch, args.size, steps, device, mean, std)
-            line = f"round {round_}: model-only {compute:7.1f} img/s"
-            for cache, loader in loaders.items():
-                fed = end_to_end(model, optimizer, loader, device, mean, std, epochs=1)
-                ratios[cache].append(fed / compute)
-                line += f", end-to-end {'cached' if cache else 'decoded'} {fed:7.1f} img/s"
-            print(line)
-        medians = {cache: float(np.median(values)) for cache, values in ratios.items()}
-        print(f"end-to-end / model-only, median of {args.rounds} rounds: "
-              f"without cache {medians[False]:.3f}, with cache {medians[True]:.3f}")  # fmt: skip
-        del loaders
-    print(f"augmentation order at 512 px: downscale first is {augmentation_order():.1f}x faster")
-    print(f"feed_ratio={max(medians.values()):.3f}")
+            for feed, config in configs.items():
+                wall, cpu = arm(config, items, valid, task, root / f"{feed}{round_}", device, root)
+                times[feed].append((wall, cpu))
+                print(f"round {round_} {feed:>11}: {wall:7.1f} s wall, {cpu:7.1f} s CPU, "
+                      f"{args.images / wall:6.1f} img/s")  # fmt: skip
+    wall_ratios = [
+        m[0] / e[0] for m, e in zip(times["model-only"], times["end-to-end"], strict=True)
+    ]
+    cpu_ratios = [
+        m[1] / e[1] for m, e in zip(times["model-only"], times["end-to-end"], strict=True)
+    ]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"machine: {usable_cores()} usable cores, load average {load}, device {device}, "
+          f"torch {torch.__version__}")  # fmt: skip
+    print(f"model {args.model}, {args.images} JPEGs {args.source} px -> {args.size} px, "
+          f"batch {args.batch}, amp {args.amp}")  # fmt: skip
+    print(f"cpu_time_ratio={statistics.median(cpu_ratios):.3f}")
+    print(f"feed_ratio={statistics.median(wall_ratios):.3f}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ _EXPORTS = {
     "ensemble_runs": "kit.infer.ensemble",
     "tune_decision": "kit.infer.decision",
     "make_pseudo_labels": "kit.infer.pseudo",
+    "check_drift": "kit.workbench.drift",
+    "write_run_report": "kit.report",
+    "write_runs_overview": "kit.report",
     "validate_submission": "kit.submission",
     "write_submission": "kit.submission",
     "submit": "kit.platforms",
@@ -42,6 +45,9 @@ _EXPORTS = {
     "run_local": "kit.kernel",
     "push_kernel": "kit.kernel",
     "run_all": "kit.pipeline",
+    "find_lr": "kit.workbench.lr_find",
+    "run_sweep": "kit.workbench.sweep",
+    "export_onnx": "kit.workbench.export",
 }
 
 __all__ = sorted(_EXPORTS)

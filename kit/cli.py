@@ -8,22 +8,67 @@ from pathlib import Path
 
 import click
 
-from kit.errors import FoldsError, KitError, ProblemsError
+from kit.config import BlendMethod, FoldMerge, ViewMerge, choices
+from kit.errors import MAX_PROBLEMS, FoldsError, KitError, ProblemsError, message_of, one_line
 
 
 class KitGroup(click.Group):
-    """The one error boundary: a KitError becomes one line on stderr and exit code 2."""
+    """The one error boundary: whatever fails ends in one line on stderr, never a traceback.
+
+    A KitError (the user's mistake) and an outside-world failure (kit.errors.describe: a full
+    disk, a read-only folder, an unparsable table...) exit 2; Ctrl-C exits 130; a bug in kit
+    exits 1, with its traceback saved under KIT_HOME (printed with `kit --debug`).
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ProblemsError as error:
-            for problem in error.problems:
-                click.echo(f"Error: {error.path}: {problem}", err=True)
+            shown = error.problems[:MAX_PROBLEMS]
+            for problem in shown:
+                click.echo(f"Error: {one_line(f'{error.path}: {problem}')}", err=True)
+            if len(error.problems) > len(shown):
+                more = len(error.problems) - len(shown)
+                click.echo(f"Error: {one_line(error.path)}: (+{more} more problems)", err=True)
             sys.exit(error.exit_code)
         except KitError as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {one_line(message_of(error))}", err=True)
             sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted (Ctrl-C): run the command again to finish", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as error:
+            _fail(ctx, error)
+
+
+def _fail(ctx: click.Context, error: Exception) -> None:
+    """An exception that is not a KitError: one line (and exit 2) when kit.errors.describe knows
+    it, else an internal error (exit 1) whose traceback is saved, or printed with --debug."""
+    import os
+    import traceback
+
+    from kit.errors import describe, save_traceback
+
+    text = traceback.format_exc()
+    debug = ctx.meta.get("kit.debug") or os.environ.get("KIT_DEBUG") == "1"
+    if debug:
+        click.echo(text.rstrip(), err=True)
+    described = describe(error)
+    if described is not None:
+        message, code = described
+        click.echo(f"Error: {one_line(message)}", err=True)
+        sys.exit(code)
+    saved = save_traceback(text)
+    where = f"the traceback is in {saved}" if saved else "the traceback could not be saved"
+    hint = "" if debug else "; `kit --debug ...` prints it"
+    click.echo(
+        f"Error: internal error in kit ({type(error).__name__}: {one_line(error, 200)}); "
+        f"{where}{hint}",
+        err=True,
+    )
+    sys.exit(1)
 
 
 def competition_options(func):
@@ -46,6 +91,58 @@ def competition_options(func):
     )(func)
 
 
+def json_option(func):
+    """--json: print the command's result record as JSON instead of lines for a person."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+
+
+def render_train(result) -> str:
+    missing = f"; folds still to train: {result.missing_folds}" if result.missing_folds else ""
+    folds = ", ".join(f"{s:.5f}" for s in result.folds)
+    return (
+        f"run {result.run}: CV {result.metric} {result.cv:.5f} ± {result.cv_std:.5f} "
+        f"(folds {folds}){missing}\nartefacts: {result.run_dir}"
+    )
+
+
+def render_predict(result) -> str:
+    lines = [f"CV with TTA {result.metric} {result.cv_tta:.5f} (without {result.cv:.5f})"]
+    for view, score in result.cv_by_view.items():
+        kept = "kept" if view in result.tta else "dropped"
+        lines.append(f"  view {view:<12} OOF {score:.5f}  {kept}")
+    return "\n".join([*lines, f"wrote {result.test_csv}"])
+
+
+def render_blend(result) -> str:
+    lines = []
+    for member in result.members:
+        cv = "" if member["cv"] is None else f"  CV {member['cv']:.5f}"
+        lines.append(f"  {member['run']:<20} weight {member['weight']:.3f}{cv}")
+    if result.cv is not None:
+        nested = "n/a: one fold" if result.cv_nested is None else f"{result.cv_nested:.5f}"
+        lines.append(f"blend OOF {result.metric} {result.cv:.5f} (nested CV {nested})")
+    if result.decision["kind"] != "none":
+        lines.append(
+            f"decision {result.decision['kind']}: OOF {result.cv_before_decision:.5f} -> "
+            f"{result.cv:.5f}"
+        )
+    return "\n".join([*lines, f"wrote {result.submission} and {result.blend_dir}/card.md"])
+
+
+def render_submit(result, what) -> str:
+    ref = f" (ref {result.ref})" if result.ref else ""
+    if result.public_score is None:
+        line = f"submitted {what}{ref}: {result.status}"
+    else:
+        from kit.ledger import format_score
+
+        metric = result.metric or "score"
+        line = f"submitted {what}{ref}: public {metric} {format_score(result.public_score)}"
+    if result.remaining_today is not None:
+        line += f"\n{result.remaining_today} submission(s) left today"
+    return line
+
+
 def load(root: Path, overrides: tuple[str, ...] = ()):
     from kit.competition import Competition
 
@@ -56,7 +153,7 @@ def warn_open_credentials(competition=None) -> None:
     """Before a Kaggle call: warn, with the chmod 600 fix, when kaggle.json is open to others."""
     if competition is not None and competition.config.competition.platform != "kaggle":
         return
-    from kit.platforms.kaggle import check_credentials_file
+    from kit.platforms.kaggle_client import check_credentials_file
 
     warning = check_credentials_file()
     if warning:
@@ -65,7 +162,9 @@ def warn_open_credentials(competition=None) -> None:
 
 @click.group(cls=KitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kit")
-def cli():
+@click.option("--debug", is_flag=True, help="On an internal error, print the whole traceback.")
+@click.pass_context
+def cli(ctx, debug):
     """kit: a Kaggle-style offline competition kit for image classification.
 
     \b
@@ -73,6 +172,7 @@ def cli():
       kit new digits --example digits
       kit run -C competitions/digits
     """
+    ctx.meta["kit.debug"] = debug
 
 
 @cli.command()
@@ -86,19 +186,49 @@ def cli():
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder that receives the competition folder.",
 )
-def new(name, example, kaggle_slug, parent):
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Data already on disk (a folder or a .zip): copied into data/, [data] proposed from it.",
+)
+@click.option("--link", is_flag=True, help="With --data: symlink the folder instead of copying.")
+def new(name, example, kaggle_slug, parent, data_path, link):
     """Scaffold a competition folder from templates/competition.
+
+    --data PATH brings data you already have (a course's zip, a manual download) into data/ and
+    writes the [data], [task] and [submission] values it infers into kit.toml; it prints each
+    inference with its evidence and what you must confirm.
 
     \b
     Example:
       kit new digits --example digits
       kit new cassava --kaggle cassava-leaf-disease-classification
+      kit new course --data ~/Downloads/course.zip
     """
     from kit.competition import new_competition
 
-    competition = new_competition(name, parent, example=example, kaggle=kaggle_slug)
+    if link and data_path is None:
+        raise KitError("--link goes with --data PATH")
+    competition = new_competition(
+        name, parent, example=example, kaggle=kaggle_slug, data=data_path, link=link
+    )
     click.echo(f"created {competition.root}")
-    click.echo(f"next: kit download -C {competition.root}")
+    if data_path is None:
+        click.echo(f"next: kit download -C {competition.root}")
+        return
+    from kit.data.propose import propose_data_section
+
+    proposal = propose_data_section(competition.root, competition.data_dir)
+    how = "linked" if link else "copied"
+    click.echo(f"{how} {data_path} into {competition.data_dir}; wrote into kit.toml:")
+    for line in proposal.found:
+        click.echo(f"  {line}")
+    if proposal.confirm:
+        click.echo("confirm (edit kit.toml where it is wrong):")
+        for line in proposal.confirm:
+            click.echo(f"  - {line}")
+    click.echo(f"next: kit eda -C {competition.root}, then kit folds and kit train")
 
 
 @cli.command()
@@ -107,7 +237,11 @@ def new(name, example, kaggle_slug, parent):
 @click.option("--limit", type=click.IntRange(min=20), help="Build only N images of an example.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--list", "list_only", is_flag=True, help="Kaggle: list the files, fetch nothing.")
-def download(root, overrides, force, limit, quiet, list_only):
+@click.option(
+    "--replace-key", is_flag=True,
+    help="Host: replace the registered answer key (its limit, answers or folder).",
+)  # fmt: skip
+def download(root, overrides, force, limit, quiet, list_only, replace_key):
     """Put the competition's data under data/ (and register a local answer key).
 
     On Kaggle competitions: the official client, resumed when cut, extracted safely, skipped
@@ -120,15 +254,16 @@ def download(root, overrides, force, limit, quiet, list_only):
     from kit.data.download import download as download_data
 
     competition = load(root, overrides)
+    warn_open_credentials(competition)
     if list_only:
         from kit.platforms import list_files
 
         for row in list_files(competition):
             click.echo(f"{row['name']}  {row['size']:,} bytes  {row['creation_date'] or ''}")
         return
-    result = download_data(competition, force=force, limit=limit, progress=not quiet)
-    if result.get("warning"):
-        click.echo(f"Warning: {result['warning']}", err=True)
+    result = download_data(
+        competition, force=force, limit=limit, progress=not quiet, replace_key=replace_key
+    )
     state = "already current" if result.get("skipped") else "ready"
     files = f" ({result['files']} files extracted)" if result.get("files") else ""
     click.echo(f"{result['data_dir']}: {state}{files}")
@@ -158,23 +293,38 @@ def folds(root, overrides, force, check):
     table = make_folds(competition, force=force)
     counts = table["fold"].value_counts().sort_index().tolist()
     click.echo(f"{competition.folds_csv}: {len(table)} images in folds of {counts}")
+    joined = table.attrs.get("duplicates", {})
+    if joined.get("byte_identical_joined") or joined.get("near_duplicate_joined"):
+        near, merged = joined["near_duplicate_joined"], joined["declared_groups_merged"]
+        message = f"joined {joined['byte_identical_joined']} byte-identical"
+        message += f" and {near} near-identical" if near else ""
+        message += " image(s) to the group of their copy"
+        message += f"; {merged} declared group(s) merged into another" if merged else ""
+        click.echo(message)
     if "group" in table.columns:
         click.echo(f"{table['group'].nunique()} groups, each kept within one fold")
 
 
 @cli.command()
 @competition_options
-@click.option("--max-images", type=click.IntRange(min=1), help="Decode at most N images for stats.")
-def eda(root, overrides, max_images):
+@click.option("--sample", type=click.IntRange(min=0),
+              help="Decode N images (fixed seed) for pixel stats; 0 = all (default 3000).")  # fmt: skip
+@click.option("--max-images", type=click.IntRange(min=1), hidden=True)  # the old name of --sample
+def eda(root, overrides, sample, max_images):
     """Write eda.html: classes, folds, sizes, modes, channel stats, samples, duplicates.
+
+    Sizes, modes and duplicates cover every file (headers and hashes); pixel statistics, samples
+    and decode checks cover a fixed random sample (--sample).
 
     \b
     Example:
       kit eda -C competitions/digits
+      kit eda -C competitions/digits --sample 500
     """
-    from kit.data.eda import report_competition
+    from kit.data.eda import SAMPLE_IMAGES, report_competition
 
-    result = report_competition(load(root, overrides), max_images=max_images)
+    count = sample if sample is not None else (max_images or SAMPLE_IMAGES)
+    result = report_competition(load(root, overrides), max_images=count or None)
     click.echo(f"{result['n_images']} images, {result['n_classes']} classes")
     click.echo(
         f"mean {[round(v, 4) for v in result['mean'] or []]}  std {[round(v, 4) for v in result['std'] or []]}"
@@ -182,7 +332,50 @@ def eda(root, overrides, max_images):
     click.echo(
         f"{len(result['duplicates'])} duplicate group(s), {len(result['corrupt'])} unreadable file(s)"
     )
+    if result.get("drift"):
+        echo_drift(result["drift"])
     click.echo(f"wrote {result['report']}")
+
+
+def echo_drift(result: dict) -> None:
+    click.echo(
+        f"train vs test: adversarial AUC {result['auc']:.3f} (95% interval "
+        f"{result['auc_low']:.3f}-{result['auc_high']:.3f}) on {result['train_images']} training "
+        f"and {result['test_images']} test images: {result['suggestion']}"
+    )
+    if result["duplicates"]:
+        shown = ", ".join(d["test"] for d in result["duplicates"][:3])
+        click.echo(
+            f"Warning: {len(result['duplicates'])} test image(s) repeat a training image "
+            f"(e.g. {shown}): the answer leaks into training",
+            err=True,
+        )
+
+
+@cli.command()
+@competition_options
+@click.option("--folds", "n_splits", default=5, show_default=True, type=click.IntRange(min=2),
+              help="Folds of the train-vs-test model.")  # fmt: skip
+@click.option("--max-images", default=2000, show_default=True, type=click.IntRange(min=10),
+              help="Images sampled per side (fixed seed).")  # fmt: skip
+@click.option("--near/--no-near", default=None,
+              help="Also match near-identical images (default folds.near_duplicates).")  # fmt: skip
+def drift(root, overrides, n_splits, max_images, near):
+    """Adversarial validation: can a small model tell test images from training images?
+
+    Writes drift/report.html (AUC with its interval, the most test-like training images,
+    what differs, test images that repeat training images) and drift/train_scores.csv.
+
+    \b
+    Example:
+      kit drift -C competitions/digits
+      kit drift -C competitions/digits --near --max-images 500
+    """
+    from kit.workbench.drift import check_drift
+
+    result = check_drift(load(root, overrides), n_splits=n_splits, max_images=max_images, near=near)
+    echo_drift(result)
+    click.echo(f"wrote {result['report']} and {result['train_scores']}")
 
 
 def parse_folds(text: str | None) -> list[int] | None:
@@ -204,12 +397,21 @@ def parse_folds(text: str | None) -> list[int] | None:
 @click.option("--nproc", default=1, type=click.IntRange(min=1), help="DDP ranks via torchrun.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--skip-bad", is_flag=True, help="Train without undecodable images (data.skip_bad).")
-def train(root, overrides, run, fold_list, resume_run, nproc, quiet, skip_bad):
+@click.option("--parallel", metavar="auto|N", help="Train up to N folds at once (a process each).")
+@click.option(
+    "--cluster", metavar="ray://HOST:PORT|auto|local", help="Train each fold as a Ray task."
+)
+@json_option
+def train(
+    root, overrides, run, fold_list, resume_run, nproc, quiet, skip_bad, parallel, cluster, as_json
+):
     """Train every fold; write runs/RUN/ with best.pt per fold, oof.csv, metrics.json, report.html.
 
     --resume RUN continues an interrupted run from each fold's last.pt (exactly, on CPU with
     train.deterministic); --folds 0,1 trains a subset, and the run's oof.csv and CV cover every
     fold once all exist; --nproc N runs N DDP ranks through torchrun (gloo on CPU, nccl on GPUs).
+    --parallel auto|N trains N folds at once, one process per GPU or per share of the CPU cores;
+    --cluster runs each fold as a Ray task (docs/cluster.md); both resume killed folds.
 
     \b
     Example:
@@ -217,79 +419,57 @@ def train(root, overrides, run, fold_list, resume_run, nproc, quiet, skip_bad):
       kit train -C competitions/digits --name big --folds 0,1 --nproc 2
       kit train -C competitions/digits --resume big --folds 2,3,4
       kit train -C competitions/digits --skip-bad
+      kit train -C competitions/digits --parallel auto --set train.threads=1
+      kit train -C competitions/digits --cluster ray://head:10001 --name wide
     """
-    import os
-
     from kit.train.cv import train_run
 
     if run and resume_run:
         raise KitError("give either --name (a new run) or --resume RUN (an existing one)")
-    if skip_bad:
-        overrides = (*overrides, "data.skip_bad=true")
-    competition = load(root, overrides)
-    if competition.config.data.skip_bad and "LOCAL_RANK" not in os.environ:
-        from kit.data.folds import bad_training_images
-
-        bad = bad_training_images(competition)
-        click.echo(
-            f"skipping {len(bad)} undecodable image(s)"
-            + (f": {', '.join(bad)}" if 0 < len(bad) <= 3 else "")
-        )
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # the launcher; torchrun's ranks train
-        from kit.train.cv import default_run_name
-        from kit.train.ddp import launch
-
-        name = resume_run or run or default_run_name(competition)
-        args = ["train", "-C", str(competition.root), "--quiet"]
-        args += [f"--set={text}" for text in overrides]
-        args += ["--resume", name] if resume_run else ["--name", name]
-        args += ["--folds", fold_list] if fold_list else []
-        launch(nproc, args)
-        from kit.train.cv import read_metrics
-
-        result = {"run": name, "run_dir": str(competition.run_dir(name))}
-        result.update(read_metrics(competition.run_dir(name)))
-    else:
-        result = train_run(
-            competition, resume_run or run, folds=parse_folds(fold_list), progress=not quiet,
-            resume=bool(resume_run),
-        )  # fmt: skip
-        if int(os.environ.get("RANK", 0)) != 0 or os.environ.get("KIT_LAUNCHED"):
-            return  # one process reports: rank 0, or the launcher that started the ranks
-    missing = (
-        f"; folds still to train: {result['missing_folds']}" if result.get("missing_folds") else ""
-    )
-    click.echo(
-        f"run {result['run']}: CV {result['metric']} {result['cv']:.4f} ± {result['cv_std']:.4f} "
-        f"(folds {', '.join(f'{s:.4f}' for s in result['folds'])}){missing}"
-    )
-    click.echo(f"artefacts: {result['run_dir']}")
+    overrides = (*overrides, "data.skip_bad=true") if skip_bad else overrides
+    result = train_run(
+        load(root, overrides), resume_run or run, folds=parse_folds(fold_list),
+        progress=not quiet, resume=bool(resume_run), nproc=nproc, parallel=parallel,
+        cluster=cluster, echo=click.echo,
+    )  # fmt: skip
+    click.echo(result.to_json() if as_json else render_train(result))
 
 
 @cli.group(name="runs", invoke_without_command=True)
 @competition_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
+@click.option("--plot", is_flag=True, help="Write runs/cv_vs_lb.png and runs/index.html too.")
 @click.pass_context
-def runs_group(ctx, root, overrides, as_json):
+def runs_group(ctx, root, overrides, as_json, plot):
     """List the competition's runs: model, CV ± std, epochs, time, commit, folds, LB scores.
+
+    --plot writes the CV-vs-leaderboard plot (runs/cv_vs_lb.png) and a runs overview page
+    (runs/index.html) that links each run's report.
 
     \b
     Example:
       kit runs -C competitions/digits
+      kit runs -C competitions/digits --plot
       kit runs show -C competitions/digits quick
     """
     ctx.obj = (root, overrides)
     if ctx.invoked_subcommand is not None:
         return
-    from kit.ledger import list_runs
+    from kit.ledger import format_runs_table, list_runs
 
-    table = list_runs(load(root, overrides))
+    competition = load(root, overrides)
+    table = list_runs(competition)
     if as_json:
         click.echo(table.to_json(orient="records", indent=2))
     elif table.empty:
         click.echo("no runs yet: kit train")
     else:
-        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
+        click.echo(format_runs_table(table))
+    if plot:
+        from kit.report import write_runs_overview
+
+        written = write_runs_overview(competition)
+        click.echo(f"wrote {written['plot']} and {written['page']}")
 
 
 @runs_group.command(name="show")
@@ -301,19 +481,21 @@ def runs_group(ctx, root, overrides, as_json):
     help="The competition folder (also accepted before `show`).",
 )
 @click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print every field as JSON instead.")
 @click.pass_obj
-def runs_show(obj, show_root, run):
-    """Details of one run: scores per fold and class, submissions, report path.
+def runs_show(obj, show_root, run, as_json):
+    """Details of one run: scores per fold and class, TTA, submissions, report path.
 
     \b
     Example:
       kit runs show -C competitions/digits quick
+      kit runs show -C competitions/digits quick --json
     """
-    from kit.ledger import show_run
+    from kit.ledger import format_run, show_run
 
     root, overrides = obj
-    competition = load(show_root or root, overrides)
-    click.echo(json.dumps(show_run(competition, run), indent=2, default=str))
+    details = show_run(load(show_root or root, overrides), run)
+    click.echo(json.dumps(details, indent=2, default=str) if as_json else format_run(details))
 
 
 @cli.command()
@@ -324,10 +506,12 @@ def runs_show(obj, show_root, run):
     help="Comma-separated views overriding predict.tta, e.g. identity,hflip; 'auto' keeps only "
     "the views of predict.tta that raise the OOF score ('auto,identity,hflip': among these).",
 )
-@click.option("--merge", type=click.Choice(["mean", "gmean"]), help="How views merge.")
-@click.option("--fold-merge", type=click.Choice(["prob", "logit"]), help="How folds merge.")
+@click.option("--merge", type=click.Choice(choices(ViewMerge)), help="How views merge.")
+@click.option("--fold-merge", type=click.Choice(choices(FoldMerge)), help="How folds merge.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def predict(root, overrides, run, tta, merge, fold_merge, quiet):
+@click.option("--finished-folds", is_flag=True, help="Use an unfinished run's finished folds only.")
+@json_option
+def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds, as_json):
     """Predict the test set with every fold of RUN and its TTA views -> runs/RUN/test.csv.
 
     \b
@@ -340,15 +524,9 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet):
     views, auto = parse_tta_option(tta)
     result = predict_run(
         load(root, overrides), run, tta=views, auto=auto or None, merge=merge,
-        fold_merge=fold_merge, progress=not quiet,
+        fold_merge=fold_merge, progress=not quiet, finished_only=finished_folds,
     )  # fmt: skip
-    click.echo(
-        f"CV with TTA {result['metric']} {result['cv_tta']:.4f} (without {result['cv']:.4f})"
-    )
-    for view, score in result["cv_by_view"].items():
-        kept = "kept" if view in result["tta"] else "dropped"
-        click.echo(f"  view {view:<12} OOF {score:.4f}  {kept}")
-    click.echo(f"wrote {result['test_csv']}")
+    click.echo(result.to_json() if as_json else render_predict(result))
 
 
 @cli.command()
@@ -357,7 +535,7 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet):
 @click.option("--name", required=True, help="Submission name: submissions/NAME.csv.")
 @click.option(
     "--method",
-    type=click.Choice(["mean", "rank", "gmean", "weights"]),
+    type=click.Choice(choices(BlendMethod)),
     help="Blend (default ensemble.method); weights = non-negative weights fitted on OOF.",
 )
 @click.option("--weights", help="Fixed weights, one per run, e.g. 0.7,0.3.")
@@ -366,7 +544,11 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet):
     default=None,
     help="Tune offsets / cut-points / thresholds on OOF for the metric (default ensemble.decide).",
 )
-def ensemble(root, overrides, runs, name, method, weights, decide):
+@click.option(
+    "--finished-folds", is_flag=True, help="Blend unfinished runs from their finished folds."
+)
+@json_option
+def ensemble(root, overrides, runs, name, method, weights, decide, finished_folds, as_json):
     """Blend RUNS into a submission in the competition's format, with a card in blends/NAME/.
 
     \b
@@ -382,21 +564,10 @@ def ensemble(root, overrides, runs, name, method, weights, decide):
         except ValueError:
             raise KitError(f"--weights {weights!r}: give numbers separated by commas") from None
     result = ensemble_runs(
-        load(root, overrides), list(runs), name, method=method, weights=fixed, decide=decide
-    )
-    for member in result["members"]:
-        cv = "" if member["cv"] is None else f"  CV {member['cv']:.4f}"
-        click.echo(f"  {member['run']:<20} weight {member['weight']:.3f}{cv}")
-    if result["cv"] is not None:
-        nested = result["cv_nested"]
-        honest = "n/a: one fold" if nested is None else f"{nested:.4f}"
-        click.echo(f"blend OOF {result['metric']} {result['cv']:.4f} (nested CV {honest})")
-    if result["decision"]["kind"] != "none":
-        click.echo(
-            f"decision {result['decision']['kind']}: OOF {result['cv_before_decision']:.4f} -> "
-            f"{result['cv']:.4f}"
-        )
-    click.echo(f"wrote {result['submission']} and {result['blend_dir']}/card.md")
+        load(root, overrides), list(runs), name, method=method, weights=fixed, decide=decide,
+        finished_only=finished_folds,
+    )  # fmt: skip
+    click.echo(result.to_json() if as_json else render_blend(result))
 
 
 @cli.command()
@@ -425,7 +596,109 @@ def pseudo(root, overrides, runs, name, threshold, hard):
         f"({'soft' if result['soft'] else 'hard'}), {result['train_images']} training images "
         f"with OOF soft labels; stage-1 runs {', '.join(result['stage1_runs'])}"
     )
+    quantiles = "  ".join(f"{k} {v:.5f}" for k, v in result["confidence_quantiles"].items())
+    click.echo(f"top-probability quantiles over the test images: {quantiles}")
+    if result["warning"]:
+        click.echo(f"Warning: {result['warning']}", err=True)
     click.echo(f"wrote {result['labels_csv']}")
+
+
+@cli.command(name="lr-find")
+@competition_options
+@click.option("--fold", default=0, show_default=True, help="The fold whose training part is used.")
+@click.option("--start", "start_lr", default=1e-7, show_default=True, help="First lr.")
+@click.option("--end", "end_lr", default=10.0, show_default=True, help="Last lr, if reached.")
+@click.option("--iters", "num_iter", default=100, show_default=True, help="Optimiser steps.")
+@click.option(
+    "--rule", type=click.Choice(["valley", "steepest"]), default="valley", show_default=True,
+    help="valley: halfway along the longest falling stretch (fastai); steepest: fastest fall.",
+)  # fmt: skip
+@click.option("--write", is_flag=True, help="Put the suggested lr into kit.toml's [train] lr line.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def lr_find(root, overrides, fold, start_lr, end_lr, num_iter, rule, write, quiet):
+    """Learning-rate range test on a fold with the run's recipe; plot and suggest train.lr.
+
+    Writes runs/lr_find/lr_find.png and lr_find.json.
+
+    \b
+    Example:
+      kit lr-find -C competitions/digits
+      kit lr-find -C competitions/digits --rule steepest --write
+    """
+    from kit.workbench.lr_find import find_lr
+
+    result = find_lr(
+        load(root, overrides), fold=fold, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
+        rule=rule, write=write, progress=not quiet,
+    )  # fmt: skip
+    click.echo(
+        f"{result['steps']} steps ({result['stopped']}): suggested train.lr "
+        f"{result['suggested_lr']:g} ({rule}; valley {result['valley']:g}, "
+        f"steepest {result['steepest']:g}; "
+        f"kit.toml has {result['current_lr']:g})"
+    )
+    click.echo(f"wrote {result['png']} and {result['json']}")
+    if result.get("written"):
+        click.echo(f"wrote {result['written']}")
+
+
+@cli.command()
+@competition_options
+@click.argument("name")
+@click.option("--trials", type=click.IntRange(min=1), help="Trials the study holds (sweep.trials).")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Seconds; no new trial after.")
+@click.option("--folds", "first_folds", type=click.IntRange(min=0), help="First K folds per trial.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def sweep(root, overrides, name, trials, timeout, first_folds, quiet):
+    """Optuna sweep over [sweep] params: each trial a k-fold run scored on OOF, pruned per fold.
+
+    The study is runs/sweeps/NAME/study.db: run the command again to resume it, or in several
+    processes to share it. Each finished trial is the run NAME-tNNN in the ledger.
+
+    \b
+    Example:
+      kit sweep -C competitions/digits s1 --trials 20 --timeout 3600 --folds 2
+    """
+    from kit.workbench.sweep import run_sweep
+
+    result = run_sweep(
+        load(root, overrides), name, trials=trials, timeout=timeout, folds=first_folds,
+        progress=not quiet,
+    )  # fmt: skip
+    counts = result["counts"]
+    click.echo(
+        f"sweep {name}: {counts['complete']} finished, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed trials over folds {result['folds']}"
+    )
+    best = result["best"]
+    if best:
+        values = " ".join(f"--set {key}={value!r}" for key, value in best["params"].items())
+        click.echo(f"best: run {best['run']} OOF {result['metric']} {best['value']:.5f} ({values})")
+    click.echo(f"wrote {Path(result['storage']).parent / 'summary.json'}")
+
+
+@cli.command()
+@competition_options
+@click.argument("run")
+@click.option("--onnx", "as_onnx", is_flag=True, required=True, help="Export as ONNX (required).")
+@click.option("--per-fold", is_flag=True, help="One file per fold instead of the ensemble graph.")
+@click.option("--folds", "fold_list", help="Only these folds, e.g. 0,1.")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: the exporter's).")
+def export(root, overrides, run, as_onnx, per_fold, fold_list, opset):
+    """Export RUN's models as ONNX (fold ensemble as one graph), checked against PyTorch.
+
+    Input `image`: float32 (N, 3, H, W) RGB in [0, 1]; output `probs`: the p_<class> columns.
+
+    \b
+    Example:
+      kit export -C competitions/digits r1 --onnx
+      kit export -C competitions/digits r1 --onnx --per-fold
+    """
+    from kit.workbench.export import export_onnx
+
+    export_onnx(
+        load(root, overrides), run, per_fold=per_fold, folds=parse_folds(fold_list), opset=opset
+    )
 
 
 @cli.command()
@@ -453,7 +726,8 @@ def validate(root, overrides, file):
 @click.option("--run", "runs", multiple=True, help="Run(s) behind the file, for the ledger.")
 @click.option("--kernel", metavar="OWNER/SLUG", help="Code competition: submit this kernel.")
 @click.option("--version", type=click.IntRange(min=1), help="The kernel's version (--kernel).")
-def submit(root, overrides, file, message, wait, runs, kernel, version):
+@json_option
+def submit(root, overrides, file, message, wait, runs, kernel, version, as_json):
     """Validate FILE, then submit it (local leaderboard or Kaggle, from competition.platform).
 
     Every accepted submission is recorded with its runs (run ledger, submissions/history.jsonl).
@@ -474,15 +748,7 @@ def submit(root, overrides, file, message, wait, runs, kernel, version):
         competition, file, message, wait=wait, runs=list(runs) or None,
         kernel=kernel, version=version,
     )  # fmt: skip
-    what = kernel if kernel else file
-    ref = f" (ref {result['ref']})" if result.get("ref") else ""
-    if result.get("public_score") is None:
-        click.echo(f"submitted {what}{ref}: {result.get('status', 'pending')}")
-    else:
-        metric = result.get("metric", "score")
-        click.echo(f"submitted {what}{ref}: public {metric} {result['public_score']}")
-    if "remaining_today" in result:
-        click.echo(f"{result['remaining_today']} submission(s) left today")
+    click.echo(result.to_json() if as_json else render_submit(result, kernel or file))
 
 
 @cli.command()
@@ -559,17 +825,21 @@ def bench():
 
 @bench.command(name="data")
 @competition_options
-@click.option("--workers", help="num_workers values to time, e.g. 0,1,2 (default 0,1,2,4).")
+@click.option("--workers", help="num_workers to time, e.g. 0,1,2 (default: 0,1,2,4.. to cores).")
 @click.option("--batch-sizes", help="Batch sizes to time, e.g. 32,64 (default: half and train's).")
 @click.option("--batches", default=8, show_default=True, type=click.IntRange(min=1),
               help="Batches timed per setting.")  # fmt: skip
-@click.option("--write", is_flag=True, help="Write the recommended train.num_workers to kit.toml.")
+@click.option("--write", is_flag=True, help='Keep the measurement for num_workers = "auto".')
 def bench_data_command(root, overrides, workers, batch_sizes, batches, write):
     """Time decode, augmentation, collate and the DataLoader; recommend num_workers.
 
+    With --write the recommendation is kept per machine (KIT_HOME) for train.num_workers = "auto";
+    a kit.toml that pins a number gets the measured one instead. Run it again to re-measure.
+
     \b
     Example:
-      kit bench data -C competitions/digits --workers 0,1,2 --batch-sizes 32,64 --write
+      kit bench data -C competitions/digits --write
+      kit bench data -C competitions/digits --workers 0,1,2 --batch-sizes 32,64
     """
     from kit.data.bench import bench_data, format_table
 
@@ -578,8 +848,6 @@ def bench_data_command(root, overrides, workers, batch_sizes, batches, write):
         batch_sizes=parse_ints(batch_sizes, "--batch-sizes"), batches=batches, write=write,
     )  # fmt: skip
     click.echo(format_table(result))
-    if result["written"]:
-        click.echo(f"wrote [train] {result['written']} to kit.toml")
 
 
 @cli.group()
@@ -669,20 +937,358 @@ def kernel_push(root, overrides, run, message):
 @click.option("-m", "--message", default="", help="Submission message.")
 @click.option("--no-submit", is_flag=True, help="Stop after validating the submission.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run_command(root, overrides, run, message, no_submit, quiet):
+@click.option("--json", "as_json", is_flag=True, help="End with the summary as JSON.")
+def run_command(root, overrides, run, message, no_submit, quiet, as_json):
     """Every stage in order: download, folds, train, predict, ensemble, validate, submit.
+
+    Progress shows each epoch and the run's ETA; it ends with a short summary (--json: as JSON).
 
     \b
     Example:
       kit run -C competitions/digits
+      kit run -C competitions/digits --no-submit --json
     """
-    from kit.pipeline import run_all
+    from kit.pipeline import format_summary, run_all
 
     summary = run_all(
         load(root, overrides), run=run, message=message, submit=not no_submit,
         progress=not quiet, echo=click.echo,
     )  # fmt: skip
-    click.echo(json.dumps(summary, indent=2))
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+def host_db_option(func):
+    """--db for every `kit host` command: a PostgreSQL URL (default: HOSTDIR/host.sqlite)."""
+    return click.option(
+        "--db",
+        envvar="KIT_HOST_DB",
+        metavar="URL",
+        help="postgresql://USER@HOST/DB (default: the one init used, else HOSTDIR/host.sqlite).",
+    )(func)
+
+
+HOSTDIR = click.Path(file_okay=False, path_type=Path)
+
+
+@cli.group()
+def host():
+    """Host a competition: web pages, a JSON API, team tokens and a private leaderboard.
+
+    \b
+    Example, the host's loop:
+      kit host init class-host --from competitions/digits
+      kit host team import class-host roster.csv --out tokens.csv
+      kit host serve class-host --bind 0.0.0.0 --port 8800
+      kit host freeze class-host && kit host reveal class-host
+      kit host export class-host --out standings.csv
+    """
+
+
+@host.command(name="init")
+@click.argument("hostdir", type=HOSTDIR)
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The kit competition folder (kit.toml, README.md, data/).",
+)
+@click.option(
+    "--solution",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Answer key CSV: id, target column(s), Usage = Public/Private.",
+)
+@click.option("--split", is_flag=True, help="Make a seeded, label-stratified Public/Private split.")
+@click.option("--seed", default=0, show_default=True, help="Seed of --split.")
+@click.option("--daily-limit", type=click.IntRange(min=1), help="Default: competition.daily_limit.")
+@click.option(
+    "--finals",
+    type=click.IntRange(min=1),
+    help="Final selections per team (default: 2, as on Kaggle).",
+)
+@click.option("--team-size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--start", default="", help="UTC start, e.g. 2026-12-01T09:00.")
+@click.option("--end", default="", help="UTC end; submissions close then, e.g. 2026-12-08T17:00.")
+@host_db_option
+def host_init(hostdir, source, solution, split, seed, daily_limit, finals, team_size, start, end,
+              db):  # fmt: skip
+    """Make a hosted competition in HOSTDIR from a kit competition folder; print the host token.
+
+    \b
+    Example:
+      kit host init class-host --from competitions/digits
+      kit host init class-host --from competitions/cells --solution solution.csv
+    """
+    from kit.host.admin import init_host
+
+    result = init_host(
+        hostdir, source, solution=solution, split=split, seed=seed, db=db, daily_limit=daily_limit,
+        finals=finals, team_size=team_size, start=start, end=end,
+    )  # fmt: skip
+    click.echo(f"{result['hostdir']}: {result['public_rows']} public and "
+               f"{result['private_rows']} private rows in {result['database']}")  # fmt: skip
+    click.echo(
+        f"host token (shown once; log in with it for the host pages): {result['host_token']}"
+    )
+    click.echo(f"edit the pages in {result['hostdir']}/pages/*.md, then: kit host serve {hostdir}")
+
+
+@host.group(name="team")
+def host_team():
+    """Add, import, revoke or rotate team tokens (each shown once; stored hashed).
+
+    \b
+    Example:
+      kit host team add class-host "team rocket" --member ada@example.org
+    """
+
+
+@host_team.command(name="add")
+@click.argument("hostdir", type=HOSTDIR)
+@click.argument("name")
+@click.option("--member", "members", multiple=True, metavar="EMAIL", help="A member (repeat).")
+@host_db_option
+def host_team_add(hostdir, name, members, db):
+    """Make team NAME and print its token, once.
+
+    \b
+    Example:
+      kit host team add class-host "team rocket" --member ada@example.org --member bo@example.org
+    """
+    from kit.host.admin import add_team
+
+    click.echo(add_team(hostdir, name, list(members), db=db))
+
+
+@host_team.command(name="import")
+@click.argument("hostdir", type=HOSTDIR)
+@click.argument("roster", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out",
+    default="tokens.csv",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the team,token CSV goes (mode 0600).",
+)
+@host_db_option
+def host_team_import(hostdir, roster, out, db):
+    """Make a team per name in ROSTER (columns team, email) and write their tokens to --out.
+
+    \b
+    Example:
+      kit host team import class-host roster.csv --out tokens.csv
+    """
+    from kit.host.admin import import_teams
+
+    click.echo(f"{import_teams(hostdir, roster, out, db=db)} team(s); tokens in {out}")
+
+
+@host_team.command(name="revoke")
+@click.argument("hostdir", type=HOSTDIR)
+@click.argument("name")
+@host_db_option
+def host_team_revoke(hostdir, name, db):
+    """Stop NAME's token (and its sessions) from working; its submissions stay.
+
+    \b
+    Example:
+      kit host team revoke class-host "team rocket"
+    """
+    from kit.host.admin import revoke_team
+
+    revoke_team(hostdir, name, db=db)
+    click.echo(f"{name}: token revoked")
+
+
+@host_team.command(name="rotate")
+@click.argument("hostdir", type=HOSTDIR)
+@click.argument("name")
+@host_db_option
+def host_team_rotate(hostdir, name, db):
+    """Give NAME a new token (printed once); the old one and its sessions stop working.
+
+    \b
+    Example:
+      kit host team rotate class-host "team rocket"
+    """
+    from kit.host.admin import rotate_team
+
+    click.echo(rotate_team(hostdir, name, db=db))
+
+
+@host.command(name="baseline")
+@click.argument("hostdir", type=HOSTDIR)
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--name", default="baseline", show_default=True, help="The row's name on the board.")
+@click.option("-m", "--message", default="", help="Describe the baseline.")
+@host_db_option
+def host_baseline(hostdir, file, name, message, db):
+    """Score FILE as a host baseline: a marked row on the leaderboard, outside any limit.
+
+    \b
+    Example:
+      kit host baseline class-host submissions/r1.csv --name "resnet baseline"
+    """
+    from kit.host.admin import add_baseline
+
+    row = add_baseline(hostdir, file, name=name, message=message, db=db)
+    click.echo(f"{name}: public {row['public_score']:.5f}")
+
+
+@host.command(name="serve")
+@click.argument("hostdir", type=HOSTDIR)
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8800, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Server processes (use --db postgresql://... for more than one).",
+)
+@host_db_option
+def host_serve(hostdir, bind, port, workers, db):
+    """Serve the web pages and the JSON API until Ctrl-C.
+
+    \b
+    Example:
+      kit host serve class-host --bind 0.0.0.0 --port 8800
+    """
+    from kit.host.app import serve
+
+    click.echo(f"serving {hostdir} on http://{bind}:{port} (Ctrl-C stops)")
+    serve(hostdir, bind=bind, port=port, db=db, workers=workers)
+
+
+@host.command(name="freeze")
+@click.argument("hostdir", type=HOSTDIR)
+@click.option("--reopen", is_flag=True, help="Open submissions again instead.")
+@host_db_option
+def host_freeze(hostdir, reopen, db):
+    """Stop submissions (the boards stay public-only until `kit host reveal`).
+
+    \b
+    Example:
+      kit host freeze class-host
+    """
+    from kit.host.admin import set_state
+
+    click.echo(f"competition {set_state(hostdir, 'open' if reopen else 'frozen', db=db)}")
+
+
+@host.command(name="reveal")
+@click.argument("hostdir", type=HOSTDIR)
+@host_db_option
+def host_reveal(hostdir, db):
+    """Reveal the private leaderboard to everyone (submissions stay closed).
+
+    \b
+    Example:
+      kit host reveal class-host
+    """
+    from kit.host.admin import set_state
+
+    click.echo(f"competition {set_state(hostdir, 'revealed', db=db)}")
+
+
+@host.command(name="rescore")
+@click.argument("hostdir", type=HOSTDIR)
+@click.option(
+    "--solution",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A corrected answer key (id, target, Usage) to store first.",
+)
+@host_db_option
+def host_rescore(hostdir, solution, db):
+    """Score every submission again, after the host fixed the answer key.
+
+    \b
+    Example:
+      kit host rescore class-host --solution fixed_solution.csv
+    """
+    from kit.host.admin import rescore
+
+    click.echo(f"{rescore(hostdir, solution=solution, db=db)} submission(s) rescored")
+
+
+@host.command(name="export")
+@click.argument("hostdir", type=HOSTDIR)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: HOSTDIR/standings.csv."
+)
+@host_db_option
+def host_export(hostdir, out, db):
+    """Write the final standings as CSV for grading (each team's finals, else its best public).
+
+    \b
+    Example:
+      kit host export class-host --out standings.csv
+    """
+    from kit.host.admin import export
+
+    click.echo(f"standings written to {export(hostdir, out, db=db)}")
+
+
+@host.command(name="demo")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo lives (default: $KIT_HOME/host-demo).",
+)
+@click.option("--port", default=8800, show_default=True, type=click.IntRange(1, 65535))
+def host_demo(folder, port):
+    """Serve the digits competition with three teams and a baseline on 127.0.0.1.
+
+    \b
+    Example:
+      kit host demo --port 8800
+    """
+    from kit.fileio import kit_home
+    from kit.host.admin import make_demo
+    from kit.host.app import serve
+
+    demo = make_demo(folder or kit_home() / "host-demo")
+    for team, token in demo["tokens"].items():
+        click.echo(f"{team:8} {token}")
+    click.echo(f"participants: kit login http://127.0.0.1:{port}  (with a team token above)")
+    click.echo(f"serving on http://127.0.0.1:{port} (Ctrl-C stops)")
+    serve(Path(demo["hostdir"]), bind="127.0.0.1", port=port)
+
+
+@cli.command(name="login")
+@click.argument("url")
+@click.option("--token", envvar="KIT_HOST_TOKEN", help="The team token (default: prompt, hidden).")
+def login_command(url, token):
+    """Keep your team's token for a `kit host` server (in $KIT_HOME, mode 0600).
+
+    \b
+    Example:
+      kit login http://10.0.0.5:8800
+    """
+    from kit.platforms.host import login
+
+    token = token or click.prompt("team token", hide_input=True)
+    click.echo(f"logged in to {url} as team {login(url, token)['team']}")
+
+
+@cli.command()
+@competition_options
+@click.argument("ids", nargs=-1, required=True, type=int)
+def finals(root, overrides, ids):
+    """Choose your final submissions on a `kit host` competition (they decide the private rank).
+
+    \b
+    Example:
+      kit finals -C competitions/digits 12 17
+    """
+    from kit.platforms.host import HostClient
+
+    competition = load(root, overrides)
+    if competition.config.competition.platform != "host":
+        raise KitError('kit finals is for competition.platform = "host" folders')
+    chosen = HostClient.for_competition(competition).finals(list(ids))
+    click.echo(f"final selections: {', '.join(map(str, chosen))}")
 
 
 def main() -> None:

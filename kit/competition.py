@@ -7,9 +7,13 @@ import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kit.config import CONFIG_NAME, Config, load_config
 from kit.errors import ConfigError, KitError
+
+if TYPE_CHECKING:
+    from kit.run import Run
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 EXAMPLES = ("digits",)
@@ -52,13 +56,47 @@ class Competition:
     def submissions_dir(self) -> Path:
         return self.root / "submissions"
 
+    @property
+    def blends_dir(self) -> Path:
+        return self.root / "blends"
+
+    @property
+    def pseudo_dir(self) -> Path:
+        return self.root / "pseudo"
+
+    @property
+    def kernels_dir(self) -> Path:
+        return self.root / "kernels"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def run(self, name: str) -> Run:
+        """An existing run (kit/run.py owns runs/<name>/), or a KitError listing the runs."""
+        from kit.run import Run
+
+        return Run.open(self, name)
+
     def run_dir(self, run: str, *, must_exist: bool = True) -> Path:
-        path = self.runs_dir / run
-        if must_exist and not (path / "config.toml").exists():
-            known = sorted(p.name for p in self.runs_dir.glob("*") if (p / "config.toml").exists())
-            hint = f"runs here: {', '.join(known)}" if known else "train one with `kit train`"
-            raise KitError(f"run '{run}' not found in {self.runs_dir}: {hint}")
-        return path
+        from kit.names import named_dir
+        from kit.run import Run
+
+        if must_exist:
+            return Run.open(self, run).dir
+        return named_dir(self.runs_dir, run, "run", self.root)  # a slug, inside the folder
+
+    def blend_dir(self, name: str) -> Path:
+        """blends/<name>/ for a user-given blend name (a slug, inside the folder)."""
+        from kit.names import named_dir
+
+        return named_dir(self.blends_dir, name, "blend", self.root)
+
+    def pseudo_set_dir(self, name: str, what: str = "pseudo-label set") -> Path:
+        """pseudo/<name>/ for a user-given label set name (a slug, inside the folder)."""
+        from kit.names import named_dir
+
+        return named_dir(self.pseudo_dir, name, what, self.root)
 
 
 def templates_dir() -> Path:
@@ -73,11 +111,16 @@ def new_competition(
     *,
     example: str | None = None,
     kaggle: str | None = None,
+    data: str | Path | None = None,
+    link: bool = False,
 ) -> Competition:
     """Render templates/competition into parent/name; refuse to overwrite anything.
 
     kaggle names a Kaggle competition slug: the folder gets platform = "kaggle" and
     source = that slug, so `kit download` and `kit submit` go through the Kaggle client.
+    data names data already on disk (a folder or a .zip): it is copied (link: symlinked) into
+    data/, and kit.toml gets the [data], [task] and [submission] values that
+    `kit.data.propose.propose_data_section` infers from it (no download needed).
     """
     if not SLUG.match(name):
         raise ConfigError(
@@ -85,8 +128,8 @@ def new_competition(
         )
     if example is not None and example not in EXAMPLES:
         raise ConfigError(f"--example {example!r} is unknown: choose one of {', '.join(EXAMPLES)}")
-    if example is not None and kaggle is not None:
-        raise ConfigError("--example and --kaggle exclude each other: choose one data source")
+    if sum(x is not None for x in (example, kaggle, data)) > 1:
+        raise ConfigError("--example, --kaggle and --data exclude each other: choose one source")
     if kaggle is not None and not SLUG.match(kaggle):
         raise ConfigError(
             f"--kaggle {kaggle!r} is not a Kaggle competition slug: copy it from the URL, "
@@ -111,5 +154,24 @@ def new_competition(
         if template.suffix == ".tmpl":
             text = string.Template(text).substitute(values)
         target.write_text(text)
+    if data is not None:
+        try:
+            _bring_data(staging, Path(data), link)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     staging.rename(root)  # the folder appears whole or not at all
     return Competition.load(root)
+
+
+def _bring_data(staging: Path, source: Path, link: bool) -> None:
+    """Copy or link the data into staging/data and write the proposed values into kit.toml."""
+    from kit.config import _toml_value
+    from kit.data.bench import set_toml_value
+    from kit.data.propose import bring_data, propose_data_section
+
+    bring_data(source, staging / "data", link=link)
+    proposal = propose_data_section(staging, staging / "data")
+    for section, values in proposal.values.items():
+        for key, value in values.items():
+            set_toml_value(staging / CONFIG_NAME, section, key, _toml_value(value))

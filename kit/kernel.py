@@ -39,15 +39,16 @@ import zipfile
 from pathlib import Path
 
 from kit.competition import Competition, templates_dir
-from kit.config import dump_toml, load_config
+from kit.config import CONFIG_NAME, dump_toml, load_config
 from kit.errors import ConfigError, KitError
 from kit.fileio import write_json, write_text
+from kit.platforms.kaggle import competition_slug
+from kit.run import LOG_NAME, OOF_TTA_NAME, TEST_NAME, Run
 
-KERNELS_DIR = "kernels"  # in the competition folder
 MARKER = "kit-kernel.json"  # in the dataset: names the run and lays out its files
 SCRIPT = "inference.py"
 # Files of the run folder the kernel needs no copy of: it writes them itself, or never reads them.
-SKIPPED_RUN_FILES = {"log.jsonl", "test.csv", "oof_tta.csv"}
+SKIPPED_RUN_FILES = {LOG_NAME, TEST_NAME, OOF_TTA_NAME}
 # Data paths of kit.toml that the kernel must find under the competition's input folder.
 DATA_PATHS = ("train_csv", "train_dir", "test_dir", "sample_submission")
 DATA_PREFIX = "data/"
@@ -76,15 +77,7 @@ def kernel_slug(competition: Competition, run: str) -> str:
 
 
 def kernel_dir(competition: Competition, slug: str) -> Path:
-    return competition.root / KERNELS_DIR / slug
-
-
-def competition_slug(competition: Competition) -> str:
-    """The Kaggle competition whose data the kernel reads."""
-    settings = competition.config.competition
-    if settings.platform == "kaggle" and settings.source:
-        return settings.source
-    return competition.name
+    return competition.kernels_dir / slug
 
 
 def kaggle_owner(configured: str = "") -> str:
@@ -93,7 +86,7 @@ def kaggle_owner(configured: str = "") -> str:
         return configured
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    from kit.platforms.kaggle import credentials_file
+    from kit.platforms.kaggle_client import credentials_file
 
     with contextlib.suppress(OSError, ValueError, AttributeError):
         username = json.loads(credentials_file().read_text()).get("username")
@@ -109,7 +102,7 @@ def kaggle_owner(configured: str = "") -> str:
 def known_secrets() -> list[str]:
     """The Kaggle keys this process could leak: environment and kaggle.json."""
     secrets = [os.environ.get(name, "") for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")]
-    from kit.platforms.kaggle import credentials_file
+    from kit.platforms.kaggle_client import credentials_file
 
     with contextlib.suppress(OSError, ValueError, AttributeError):
         secrets.append(str(json.loads(credentials_file().read_text()).get("key") or ""))
@@ -251,13 +244,14 @@ def _replace_folder(staged: Path, target: Path) -> None:
 
 def build_kernel(competition: Competition, run: str) -> dict:
     """Write kernels/<slug>/ for run: the script, its metadata and its dataset folder."""
-    run_dir = competition.run_dir(run)
-    checkpoints = sorted(run_dir.glob("fold*/best.pt"))
-    if not checkpoints:
-        raise KernelError(f"run '{run}' has no fold checkpoints in {run_dir}: train it first")
+    opened = competition.run(run)
+    run_dir = opened.dir
+    folds = [opened.fold(k) for k in opened.finished_folds()]
+    if not folds:
+        raise KernelError(f"run '{run}' has no finished fold in {run_dir}: train it first")
     if not competition.folds_csv.exists():
         raise KernelError(f"{competition.folds_csv} not found: the kernel needs the run's folds")
-    _check_data_paths(load_config(run_dir / "config.toml"))
+    _check_data_paths(opened.config)
     _check_data_paths(competition.config)
     settings = competition.config.kernel
     owner = kaggle_owner(settings.owner)
@@ -279,10 +273,11 @@ def build_kernel(competition: Competition, run: str) -> dict:
             if path.is_file() and path.name not in SKIPPED_RUN_FILES:
                 shutil.copyfile(path, dataset / path.name)
                 layout[path.name] = f"runs/{run}/{path.name}"
-        for checkpoint in checkpoints:
-            name = f"{checkpoint.parent.name}.pt"
-            shutil.copyfile(checkpoint, dataset / name)
-            layout[name] = f"runs/{run}/{checkpoint.parent.name}/best.pt"
+        for fold in folds:  # the weights, and result.json: predict uses finished folds only
+            for source, name in ((fold.best, f"{fold.dir.name}.pt"),
+                                 (fold.result_path, f"{fold.dir.name}.json")):  # fmt: skip
+                shutil.copyfile(source, dataset / name)
+                layout[name] = source.relative_to(competition.root).as_posix()
         wheels = [build_kit_wheel(dataset), *download_wheels(settings.extra_wheels, dataset)]
         write_json(
             dataset / MARKER,
@@ -365,7 +360,7 @@ def predict_in_kernel(dataset: Path, competition_input: Path, working: Path) -> 
                 target.symlink_to(dataset / name)  # weights stay on the read-only input
         else:
             shutil.copyfile(dataset / name, target)
-    for config in (root / "kit.toml", root / "runs" / info["run"] / "config.toml"):
+    for config in (root / CONFIG_NAME, Run(Competition.load(root), info["run"]).config_path):
         write_text(config, kernel_config_text(config, Path(competition_input)))
     competition = Competition.load(root)
     predict_run(competition, info["run"], progress=False)
@@ -424,7 +419,7 @@ def run_local(
     metadata_path = folder / "kernel-metadata.json"
     if not metadata_path.exists():
         raise KernelError(f"{folder} has no kernel: run `kit kernel build {run}` first")
-    if not (competition.run_dir(run) / "test.csv").exists():
+    if not competition.run(run).has_predictions:
         raise KernelError(
             f"runs/{run}/test.csv not found: run `kit predict {run}` first, so that the "
             "kernel's submission has something to be checked against"
@@ -490,7 +485,7 @@ def rows_differing(produced: Path, expected: Path) -> int:
 # ------------------------------------------------------------------------------ push
 def push_kernel(competition: Competition, run: str, *, notes: str = "") -> dict:
     """Create or version the kernel's dataset, then push the kernel, through the client."""
-    from kit.platforms import kaggle
+    from kit.platforms import kaggle_kernels as kaggle
 
     folder = kernel_dir(competition, kernel_slug(competition, run))
     if not (folder / "kernel-metadata.json").exists():

@@ -64,8 +64,7 @@ def _on_decisions(label_metric):
     """A metric of hard labels, applied to the task's decisions on a prediction table."""
 
     def score(task, targets, predictions):
-        truth = targets.astype(int) if task.kind in ("multilabel", "ordinal") else targets
-        return label_metric(truth, task.decide(predictions))
+        return label_metric(task.hard_targets(targets), task.decide(predictions))
 
     return score
 

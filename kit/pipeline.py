@@ -1,4 +1,5 @@
-"""`kit run`: every stage of the loop in order, each skipped when its artefact is already current."""
+"""`kit run`: every stage of the loop in order. Data already current is not fetched again and an
+existing folds.csv is kept; training, prediction, the blend and the submission always run."""
 
 from __future__ import annotations
 
@@ -57,3 +58,18 @@ def run_all(
             echo(f"submitted: public leaderboard score {result.get('public_score')}")
     summary["seconds"] = round(time.time() - started, 1)
     return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The end of `kit run` for a person: scores, where the files are, how long it took."""
+    from kit.progress import duration
+
+    lines = [
+        f"done in {duration(summary['seconds'])}: run {summary['run']}, CV {summary['metric']} "
+        f"{summary['cv']:.4f} (with TTA {summary['cv_tta']:.4f})"
+    ]
+    if summary.get("public_score") is not None:
+        lines.append(f"  public leaderboard: {summary['public_score']}")
+    lines.append(f"  submission: {summary['submission']}")
+    lines.append(f"  run folder: {summary['run_dir']} (report.html, oof.csv, test.csv)")
+    return "\n".join(lines)

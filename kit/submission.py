@@ -16,21 +16,87 @@ import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
-from kit.errors import ConfigError, DataError, SubmissionError
-from kit.fileio import atomic_open
-from kit.task import Task
+from kit.config import SubmissionFormat, choices
+from kit.errors import ConfigError, DataError, SubmissionError, examples
+from kit.fileio import atomic_open, count_header_fields
+from kit.names import check_name, ensure_inside
+from kit.task import Task, integer_labels
 
-FORMATS = ("class_index", "class_name", "probability", "probabilities")
-
-
-def _integer_labels(classes) -> bool:
-    return all(isinstance(c, (int, np.integer)) or str(c).lstrip("-").isdigit() for c in classes)
+FORMATS = choices(SubmissionFormat)
 
 
-def _examples(values, n: int = 3) -> str:
-    values = list(values)
-    shown = ", ".join(str(v) for v in values[:n])
-    return shown + (f" (+{len(values) - n} more)" if len(values) > n else "")
+def _clip(value, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# a submission holds what sample_submission holds, with longer numbers at most: a file this many
+# times larger (plus a margin for tiny samples) is refused before it is parsed
+SIZE_FACTOR = 50
+SIZE_MARGIN = 1 << 20  # bytes
+
+
+def normalise_labels(values: pd.Series, integers: bool) -> pd.Series:
+    """The one reading of submitted labels, shared by the validator and the local scorer:
+    surrounding blanks dropped; with integer labels, '09' and '9' are the same label."""
+    values = values.astype(str).str.strip()
+    if not integers:
+        return values
+    is_int = values.str.fullmatch(r"[-+]?\d{1,18}")
+    return values.where(~is_int, values[is_int].astype("int64").astype(str))
+
+
+def read_sample(sample_path: Path) -> pd.DataFrame:
+    """sample_submission as strings; a missing, empty or unreadable one is a DataError."""
+    sample_path = Path(sample_path)
+    if not sample_path.is_file():
+        raise DataError(
+            f"sample_submission {sample_path} not found: run `kit download` or fix "
+            "data.sample_submission in kit.toml"
+        )
+    try:
+        sample = pd.read_csv(sample_path, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"sample_submission {sample_path} is not a readable CSV "
+            f"({_first_line(error)}): download the data again"
+        ) from None
+    if sample.empty:
+        raise DataError(f"sample_submission {sample_path} has no rows: download the data again")
+    return sample
+
+
+def _header(columns, n: int = 12) -> str:
+    """A header as written, capped: a file with a million columns gets a short line."""
+    columns = [str(c)[:40] for c in columns]
+    more = f" (+{len(columns) - n} more columns)" if len(columns) > n else ""
+    return ",".join(columns[:n]) + more
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:160]
+
+
+def _file_problem(path: Path, sample_path: Path) -> str | None:
+    """Why path cannot be a submission before reading it (absent, a folder, far too large)."""
+    if not path.exists():
+        return f"{path} not found"
+    if not path.is_file():
+        return f"{path} is not a file (a folder?): give the submission's CSV file"
+    size, sample_size = path.stat().st_size, Path(sample_path).stat().st_size
+    if size > SIZE_FACTOR * sample_size + SIZE_MARGIN:
+        return (
+            f"{size:,} bytes, far larger than sample_submission ({sample_size:,} bytes): "
+            "not read; write the submission in sample_submission's format"
+        )
+    fields, expected = count_header_fields(path), count_header_fields(sample_path)
+    if fields > 2 * expected + 100:  # parsing a huge header takes minutes: refuse it first
+        return (
+            f"header has {fields:,} columns; expected {expected} (as sample_submission): not "
+            "read; write the submission in sample_submission's format"
+        )
+    return None
 
 
 def validate_submission(
@@ -43,16 +109,18 @@ def validate_submission(
     format: str = "class_index",
 ) -> list[str]:
     """Every problem of the file, one line each; an empty list means it is valid."""
-    if not Path(path).exists():
-        return [f"{path} not found"]
-    sample = pd.read_csv(sample_path, dtype=str)
+    path = Path(path)
+    sample = read_sample(sample_path)
+    refused = _file_problem(path, sample_path)
+    if refused:
+        return [refused]
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        return [f"not a readable CSV ({str(error).splitlines()[0]})"]
+        return [f"not a readable CSV ({_first_line(error)})"]
     problems = []
     if list(frame.columns) != list(sample.columns):
-        problems.append(f"header is {','.join(frame.columns)}; expected {','.join(sample.columns)}")
+        problems.append(f"header is {_header(frame.columns)}; expected {_header(sample.columns)}")
     if len(frame) != len(sample):
         problems.append(f"{len(frame)} rows; expected {len(sample)} (one per test image)")
     needed = [id_column] if format == "probabilities" else [id_column, target_column]
@@ -61,17 +129,17 @@ def validate_submission(
     ids, expected = frame[id_column], sample[id_column]
     duplicated = ids[ids.duplicated()].unique()
     if len(duplicated):
-        problems.append(f"{len(duplicated)} duplicate id(s): {_examples(duplicated)}")
+        problems.append(f"{len(duplicated)} duplicate id(s): {examples(duplicated)}")
     # vectorised, with the usual case (sample_submission's ids in its order) checked first: a
     # million ids take well under a second (benchmarks/ensemble_scale.py)
     differs = ids.to_numpy() != expected.to_numpy() if len(ids) == len(expected) else None
     in_order = differs is not None and not differs.any()
     missing = [] if in_order else sorted(expected[~expected.isin(ids)].unique())
     if missing:
-        problems.append(f"{len(missing)} id(s) missing: {_examples(missing)}")
+        problems.append(f"{len(missing)} id(s) missing: {examples(missing)}")
     extra = [] if in_order else sorted(ids[~ids.isin(expected)].unique())
     if extra:
-        problems.append(f"{len(extra)} id(s) not in the test set: {_examples(extra)}")
+        problems.append(f"{len(extra)} id(s) not in the test set: {examples(extra)}")
     if differs is not None and not (duplicated.size or missing or extra or in_order):
         first = int(differs.argmax())
         problems.append(
@@ -94,7 +162,7 @@ def _value_problems(frame, ids, column: str, format: str, classes: list) -> list
     if empty.any():
         problems.append(
             f"{int(empty.sum())} empty or NaN value(s) in {column}, "
-            f"e.g. for id {_examples(ids[empty])}"
+            f"e.g. for id {examples(ids[empty])}"
         )
     present = values[~empty]
     if format in ("probability", "probabilities"):
@@ -102,25 +170,28 @@ def _value_problems(frame, ids, column: str, format: str, classes: list) -> list
         outside = present[numbers.isna() | (numbers < 0) | (numbers > 1)]
         if len(outside):
             problems.append(
-                f"{column} must hold probabilities in [0, 1]; found {_examples(outside.unique())}"
+                f"{column} must hold probabilities in [0, 1]; found {examples(outside.unique())}"
             )
         return problems
     if format == "class_index":
-        is_int = present.str.fullmatch(r"-?\d+")
+        present = normalise_labels(present, integers=True)
+        is_int = present.str.fullmatch(r"-?\d{1,18}")
         not_int = present[~is_int]
         if len(not_int):
             problems.append(
-                f"{column} must hold integer class indices; found {_examples(not_int.unique())}"
+                f"{column} must hold integer class indices; found {examples(not_int.unique())}"
             )
-        present = present[is_int].astype(int).astype(str)
-        if not _integer_labels(classes):
+        present = present[is_int]
+        if not integer_labels(classes):
             classes = list(range(len(classes)))
+    else:
+        present = normalise_labels(present, integers=integer_labels(classes))
     allowed = {str(c) for c in classes}
     outside = sorted(set(present.unique()) - allowed)
     if outside:
         problems.append(
-            f"{column} has value(s) outside the class set: {_examples(outside)} "
-            f"(classes: {_examples(sorted(allowed), 12)})"
+            f"{column} has value(s) outside the class set: {examples(outside)} "
+            f"(classes: {examples(sorted(allowed), 12)})"
         )
     return problems
 
@@ -128,16 +199,41 @@ def _value_problems(frame, ids, column: str, format: str, classes: list) -> list
 def check_submission(competition: Competition, path: Path, classes: list | None = None) -> None:
     """Raise SubmissionError listing every problem of path (classes: the competition's own)."""
     if classes is None:
-        from kit.data.layout import competition_task, read_train_items
-
-        _, task = competition_task(competition, read_train_items(competition))
-        classes = list(task.classes)
+        classes = competition_classes(competition)
     problems = validate_submission(
         path, competition.path(competition.config.data.sample_submission), **_format(competition),
         classes=classes,
     )  # fmt: skip
     if problems:
         raise SubmissionError(str(path), problems)
+
+
+def competition_classes(competition: Competition) -> list:
+    """The class set a submission is checked against, without touching the training images
+    (validate and submit work before the images are downloaded): data.classes, else the labels
+    of train_csv or folds.csv, else the training items."""
+    from kit.data.layout import competition_task, read_train_items
+    from kit.task import create_task
+
+    data, kind = competition.config.data, competition.config.task.type
+    if data.target_columns:  # multi-label (kit.toml allows them for no other task)
+        return list(data.target_columns)
+    if data.classes:
+        return list(data.classes)
+    sources = [(competition.folds_csv, "target")]
+    if data.layout == "csv" and not data.target_columns:
+        sources.insert(0, (competition.path(data.train_csv), data.target_column))
+    for table, column in sources:
+        if not table.is_file() or count_header_fields(table) > 10_000:
+            continue  # absent, or hostile: the full read below says what is wrong
+        try:
+            labels = pd.read_csv(table, usecols=[column])[column]
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            continue  # not usable: the next source, or the full read, says what is wrong
+        if len(labels):
+            return list(create_task(kind, labels).classes)
+    _, task = competition_task(competition, read_train_items(competition))
+    return list(task.classes)
 
 
 def _format(competition: Competition) -> dict:
@@ -159,7 +255,7 @@ def write_submission(
     """Turn a prediction table (id + task.columns) into submissions/<name>.csv, validated first."""
     settings = _format(competition)
     sample_path = competition.path(competition.config.data.sample_submission)
-    sample = pd.read_csv(sample_path, dtype={settings["id_column"]: str})
+    sample = read_sample(sample_path)
     classes = list(task.classes)
     sample_ids = sample[settings["id_column"]]
     if len(predictions) == len(sample) and (predictions["id"].to_numpy() == sample_ids).all():
@@ -169,14 +265,15 @@ def write_submission(
         missing = sample_ids[~sample_ids.isin(indexed.index)]
         if len(missing):
             raise DataError(
-                f"predictions lack {len(missing)} test id(s), e.g. {_examples(missing)}: "
+                f"predictions lack {len(missing)} test id(s), e.g. {examples(missing)}: "
                 "predict on the current test set again (`kit predict RUN`)"
             )
         values = indexed.loc[sample_ids, task.columns].to_numpy()
     out = sample.copy()
     for column, column_values in _submission_values(competition, sample, values, task).items():
         out[column] = column_values
-    path = competition.submissions_dir / f"{name}.csv"
+    path = competition.submissions_dir / f"{check_name(name, 'submission')}.csv"
+    ensure_inside(path.parent, competition.root)
     with atomic_open(path) as handle:
         out.to_csv(handle, index=False)
         handle.flush()
@@ -194,30 +291,22 @@ def _submission_values(
     submission = competition.config.submission
     classes = list(task.classes)
     names = [str(c) for c in classes]
+    task.check_submission_format(submission.format)
     if submission.format == "probabilities":
-        if task.kind == "ordinal":
-            raise ConfigError('submission.format "probabilities" needs classes, not a grade value')
         wanted = [c for c in sample.columns if c != submission.id_column]
         unknown = [c for c in wanted if c not in names]
         if unknown:
             raise ConfigError(
-                f"sample_submission column(s) {_examples(unknown)} are not classes "
-                f"({_examples(names, 12)}): check data.target_columns / data.classes"
+                f"sample_submission column(s) {examples(unknown)} are not classes "
+                f"({examples(names, 12)}): check data.target_columns / data.classes"
             )
         return {c: np.clip(values[:, names.index(c)], 0.0, 1.0) for c in wanted}
     if submission.format == "probability":
         if submission.positive_class not in names:
             raise ConfigError(
                 f"submission.positive_class {submission.positive_class!r} is not a class: "
-                f"set it to one of {_examples(names, 12)}"
+                f"set it to one of {examples(names, 12)}"
             )
         return {submission.target_column: values[:, names.index(submission.positive_class)]}
-    decided = task.decide(values)
-    if task.kind == "ordinal":
-        return {submission.target_column: [int(v) for v in decided]}
-    if task.kind == "multilabel":
-        raise ConfigError('a multilabel task submits with submission.format = "probabilities"')
-    labels = np.asarray(classes, dtype=object)[decided]
-    if submission.format == "class_index":
-        labels = [int(v) for v in labels] if _integer_labels(classes) else [int(i) for i in decided]
+    labels = task.submission_labels(task.decide(values), submission.format)
     return {submission.target_column: labels}

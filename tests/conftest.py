@@ -7,7 +7,7 @@ import os
 import pytest
 from kaggle_server import route_client_to
 
-from kit.platforms import kaggle as kaggle_platform
+from kit.platforms import kaggle_client
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # never ask PyPI during tests
 
@@ -51,7 +51,7 @@ def tiny(digits):
 def fake_kaggle(server, monkeypatch, tmp_path):
     """The real client routed to the module's `server` fixture, with fake credentials and millisecond retries."""
     route_client_to(server, monkeypatch, tmp_path / "home")
-    monkeypatch.setattr(kaggle_platform, "RETRY_DELAYS", (0.01, 0.02, 0.04))
+    monkeypatch.setattr(kaggle_client, "RETRY_DELAYS", (0.01, 0.02, 0.04))
     yield server
     assert server.connects == [], "something tried to leave over https"
     assert all(entry.absolute_form for entry in server.log), "a request bypassed the proxy"

@@ -88,7 +88,9 @@ def test_validate_prints_every_problem(digits):
 def test_the_whole_loop_from_the_cli(digits):
     root = digits.root
     sets = [arg for pair in (("--set", s) for s in TINY) for arg in pair]
-    result = invoke("run", "-C", root, "--name", "e2e", "--quiet", *sets, "-m", "end to end")
+    result = invoke(
+        "run", "-C", root, "--name", "e2e", "--quiet", "--json", *sets, "-m", "end to end"
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{") :])
     assert summary["run"] == "e2e" and 0.0 <= summary["public_score"] <= 1.0

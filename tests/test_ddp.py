@@ -45,3 +45,18 @@ def test_two_gloo_ranks_gather_the_whole_fold(digits):
     events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["start", "epoch", "fold", "end"]  # rank 0 writes
     assert events[1]["accuracy"] == pytest.approx(whole, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_a_ranks_error_reaches_the_launcher_as_one_line(digits):
+    competition = Competition.load(digits.root, DDP)
+    make_folds(competition)
+    command = [sys.executable, "-m", "kit", "train", "-C", str(digits.root), "--name", "bad",
+               "--folds", "9", "--nproc", "2", *[f"--set={o}" for o in DDP]]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    # the ranks' own error, read from their report files, not scraped from their output
+    assert done.stderr.strip().splitlines() == [
+        "Error: --folds [9] not in folds.csv (folds: [0, 1, 2, 3, 4, 5, 6])"
+    ]
+    assert not list((digits.root / "runs").glob(".ddp-*"))  # the job folder is cleaned up

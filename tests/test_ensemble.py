@@ -16,6 +16,7 @@ from kit.data.folds import folds_hash, make_folds, training_table
 from kit.errors import KitError
 from kit.infer.ensemble import ensemble_runs, hill_climb
 from kit.submission import check_submission
+from kit.task import Task
 
 COLUMNS = [f"p_{c}" for c in range(10)]
 
@@ -111,7 +112,7 @@ def test_hill_climbing_never_adds_a_member_that_hurts():
     def score(values):
         return float(np.mean(values.argmax(1) == truth))
 
-    weights = hill_climb(stack, "mean", "binary", score, lambda a, b: a > b, steps=10)
+    weights = hill_climb(stack, "mean", Task("binary", (0, 1)), score, lambda a, b: a > b, steps=10)
     np.testing.assert_allclose(weights, [0.0, 1.0])
 
 

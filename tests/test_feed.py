@@ -76,6 +76,9 @@ def test_heavy_ops_before_a_downscale_warn():
 
 
 def test_bench_data_prints_a_table_and_writes_the_recommendation(digits):
+    from kit.competition import Competition
+    from kit.data.bench import resolve_workers
+
     result = CliRunner().invoke(
         cli,
         ["bench", "data", "-C", str(digits.root), "--workers", "0,1", "--batch-sizes", "16",
@@ -84,8 +87,26 @@ def test_bench_data_prints_a_table_and_writes_the_recommendation(digits):
     assert result.exit_code == 0, result.output
     assert "decode" in result.output and "img/s" in result.output
     assert "recommended: train.num_workers = " in result.output
-    text = (digits.root / "kit.toml").read_text()
     written = int(result.output.split("recommended: train.num_workers = ")[1].split()[0])
+    # "auto" (the template's value) now reads this machine's measurement; kit.toml is unchanged
+    text = (digits.root / "kit.toml").read_text()
     line = next(x for x in text.splitlines() if x.startswith("num_workers"))
-    assert line.split("=")[1].split("#")[0].strip() == str(written)
-    assert "# DataLoader worker processes" in line  # the comment survives
+    assert line.split("=")[1].split("#")[0].strip() == '"auto"'
+    import torch
+
+    reloaded = Competition.load(digits.root)
+    assert resolve_workers(reloaded.config, reloaded.root, torch.device("cpu")) == (
+        written, "measured by kit bench data")  # fmt: skip
+    # a kit.toml that pins a number gets the measured one, its comment kept
+    pinned = text.replace(line, line.replace('"auto"', "3"))
+    (digits.root / "kit.toml").write_text(pinned)
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "data", "-C", str(digits.root), "--workers", "0", "--batch-sizes", "16",
+         "--batches", "1", "--write"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    line = next(x for x in (digits.root / "kit.toml").read_text().splitlines()
+                if x.startswith("num_workers"))  # fmt: skip
+    assert line.split("=")[1].split("#")[0].strip() == "0"
+    assert "# DataLoader workers" in line  # the comment survives

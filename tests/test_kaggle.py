@@ -22,6 +22,7 @@ from kaggle_server import API_HOST, STORAGE_HOST, KaggleServer, make_zip
 
 from kit.errors import KitError
 from kit.platforms import kaggle as kaggle_platform
+from kit.platforms import kaggle_client
 from kit.platforms.archive import safe_extract
 
 SLUG = "digits-mini"
@@ -155,7 +156,7 @@ def test_cut_download_leaves_nothing_half_written_and_resumes_next_run(
 ):
     archive_size = add_big_file(fake_kaggle)
     fake_kaggle.cut_after_bytes, fake_kaggle.cuts_left = archive_size * 3 // 4, 1
-    monkeypatch.setattr(kaggle_platform, "RETRY_DELAYS", ())
+    monkeypatch.setattr(kaggle_client, "RETRY_DELAYS", ())
     dest = tmp_path / "data"
     with pytest.raises(KitError) as excinfo:
         kaggle_platform.download(SLUG, dest, progress=False)
@@ -263,7 +264,7 @@ def test_server_errors_exhaust_the_retries(fake_kaggle, tmp_path):
     fake_kaggle.fail("*", *[500] * 10)
     with pytest.raises(KitError) as excinfo:
         kaggle_platform.download(SLUG, tmp_path / "data", progress=False)
-    tries = len(kaggle_platform.RETRY_DELAYS) + 1
+    tries = len(kaggle_client.RETRY_DELAYS) + 1
     assert f"HTTP 500 after {tries} tries" in one_line_error(excinfo)
     assert fake_kaggle.rpc_calls["DownloadDataFiles"] == tries
 
@@ -282,18 +283,18 @@ def test_missing_credentials_say_how_to_set_them(fake_kaggle, monkeypatch, capfd
 def test_credentials_from_kaggle_json(fake_kaggle, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
-    path = kaggle_platform.credentials_file()
+    path = kaggle_client.credentials_file()
     path.write_text(json.dumps({"username": fake_kaggle.username, "key": fake_kaggle.key}))
     path.chmod(0o600)
-    assert kaggle_platform.check_credentials_file() is None
+    assert kaggle_client.check_credentials_file() is None
     assert len(kaggle_platform.list_files(SLUG)) == len(FILES)
 
 
 def test_open_kaggle_json_gets_a_chmod_warning(fake_kaggle):
-    path = kaggle_platform.credentials_file()
+    path = kaggle_client.credentials_file()
     path.write_text(json.dumps({"username": fake_kaggle.username, "key": fake_kaggle.key}))
     path.chmod(0o644)
-    warning = kaggle_platform.check_credentials_file()
+    warning = kaggle_client.check_credentials_file()
     assert warning is not None and f"chmod 600 {path}" in warning
     assert fake_kaggle.key not in warning
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from kaggle_server import KaggleServer, make_zip
 
 from kit.cli import cli
-from kit.platforms import kaggle as kaggle_platform
+from kit.platforms import kaggle_client
 
 SLUG = "digits-mini"
 
@@ -94,7 +94,7 @@ def test_download_extracts_then_skips_and_warns_about_open_credentials(
         assert (data / name).read_bytes() == content
     assert "Warning" not in first.stderr
 
-    path = kaggle_platform.credentials_file()
+    path = kaggle_client.credentials_file()
     path.write_text(json.dumps({"username": "kit-user", "key": "kit-test-key"}))
     path.chmod(0o644)
     again = kit(runner, root, "download", "--quiet")
@@ -172,7 +172,7 @@ def test_submit_validates_before_anything_is_uploaded(fake_kaggle, downloaded, r
 def test_submit_wait_shows_the_score_and_records_the_ledger(fake_kaggle, downloaded, root, runner):
     done = kit(runner, root, "submit", str(downloaded), "-m", "first", "--wait", "--run", "r1")
     assert done.exit_code == 0, done.output
-    assert "submitted" in done.stdout and "(ref 1000): public score 0.875" in done.stdout
+    assert "submitted" in done.stdout and "(ref 1000): public score 0.87500" in done.stdout
     assert fake_kaggle.uploads["upload-1"] == downloaded.read_bytes()
     (entry,) = [json.loads(line) for line in (root / "submissions" / "history.jsonl").open()]
     assert entry["runs"] == ["r1"] and entry["ref"] == 1000 and entry["public_score"] == 0.875
@@ -223,7 +223,7 @@ def test_submissions_lists_yours_newest_first(fake_kaggle, downloaded, root, run
     table = kit(runner, root, "submissions").stdout
     assert "two" in table.splitlines()[1] and "0.875" in table
 
-    path = kaggle_platform.credentials_file()  # group-readable: every Kaggle command warns
+    path = kaggle_client.credentials_file()  # group-readable: every Kaggle command warns
     path.write_text(json.dumps({"username": "kit-user", "key": "kit-test-key"}))
     path.chmod(0o640)
     for command in (["submissions"], ["leaderboard"]):

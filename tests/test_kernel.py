@@ -28,7 +28,7 @@ from kit.kernel import (
     rows_differing,
     run_local,
 )
-from kit.platforms import kaggle as kaggle_platform
+from kit.platforms import kaggle_client, kaggle_kernels
 
 # One quick run shared by the module: 2 folds, 1 epoch, one TTA view.
 RECIPE = [*TINY, "folds.n_splits=2", "predict.tta=['identity']"]
@@ -74,7 +74,7 @@ def server():
 @pytest.fixture
 def fake_kaggle(server, monkeypatch, tmp_path):
     route_client_to(server, monkeypatch, tmp_path / "home")
-    monkeypatch.setattr(kaggle_platform, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(kaggle_client, "RETRY_DELAYS", (0.01, 0.02))
     # The client keeps resumable-upload state (tokens of *this* server) in the temp folder,
     # keyed by path, size and mtime; a private one per test keeps servers from meeting.
     (tmp_path / "tmp").mkdir()
@@ -155,7 +155,7 @@ def test_credentials_never_enter_the_package(competition, fake_kaggle, monkeypat
     env_key, file_key = "kit-ENV-SECRET-5b1d9e", "kit-FILE-SECRET-77c0a3"
     monkeypatch.setenv("KAGGLE_KEY", env_key)
     monkeypatch.setenv("KAGGLE_API_TOKEN", "kit-TOKEN-SECRET-31f2")
-    path = kaggle_platform.credentials_file()
+    path = kaggle_client.credentials_file()
     path.write_text(json.dumps({"username": "kit-user", "key": file_key}))
     path.chmod(0o600)
     result = build_kernel(competition, RUN)
@@ -273,23 +273,23 @@ def test_push_refused_by_kaggle_is_one_line(competition, fake_kaggle, monkeypatc
     with pytest.raises(
         KitError, match="could not attach kit-user/digits-r1-data, no-such-competition"
     ) as excinfo:
-        kaggle_platform.push_kernel(folder)
+        kaggle_kernels.push_kernel(folder)
     assert "\n" not in str(excinfo.value)
     fake_kaggle.fail("CreateDataset", 403)
     with pytest.raises(KitError, match=r"HTTP 403.*owner"):
-        kaggle_platform.push_dataset(folder / "dataset")
+        kaggle_kernels.push_dataset(folder / "dataset")
 
 
 def test_code_submission_of_a_pushed_kernel(competition, fake_kaggle):
     build_kernel(competition, RUN)
-    kaggle_platform.push_dataset(kernel_dir(competition, SLUG) / "dataset")
-    kaggle_platform.push_kernel(kernel_dir(competition, SLUG))
+    kaggle_kernels.push_dataset(kernel_dir(competition, SLUG) / "dataset")
+    kaggle_kernels.push_kernel(kernel_dir(competition, SLUG))
     kaggle_root = _kaggle_twin(competition)
     runner = CliRunner()
     args = ["submit", "-C", str(kaggle_root), "-m", "kernel v1", "--kernel", f"kit-user/{SLUG}"]
     done = runner.invoke(cli, [*args, "--version", "1", "--wait"])
     assert done.exit_code == 0, done.output
-    assert "submitted kit-user/digits-r1 (ref 1000): public score 0.875" in done.output
+    assert "submitted kit-user/digits-r1 (ref 1000): public score 0.87500" in done.output
     (submission,) = fake_kaggle.submissions
     assert submission["kernel"] == f"kit-user/{SLUG}" and submission["kernel_version"] == 1
     assert submission["fileName"] == "submission.csv"

@@ -56,7 +56,7 @@ def test_kit_runs_runs_show_and_the_report(one_fold):
     listed = runner.invoke(cli, ["runs", "-C", str(one_fold.root)])
     assert listed.exit_code == 0, listed.output
     assert "r1" in listed.output and "test_resnet" in listed.output
-    shown = runner.invoke(cli, ["runs", "-C", str(one_fold.root), "show", "r1"])
+    shown = runner.invoke(cli, ["runs", "-C", str(one_fold.root), "show", "r1", "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["run"] == "r1"
     missing = runner.invoke(cli, ["runs", "-C", str(one_fold.root), "show", "nope"])

@@ -28,7 +28,7 @@ def test_training_writes_every_artefact(trained):
     run_dir = competition.runs_dir / "r1"
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "config.toml", "fold0", "fold1", "fold2", "log.jsonl", "metrics.json", "oof.csv",
-        "report.html", "run.json",
+        "report.html", "run.json", "tb",  # tb/: TensorBoard event files (kit/workbench/track.py)
     ]  # fmt: skip
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["metric"] == "accuracy" and len(metrics["folds"]) == 3
@@ -176,7 +176,6 @@ def test_recipe_values_are_checked(tiny):
         ("train.ema_decay=1.5", "train.ema_decay 1.5 must be in"),
         ("metric.name=rmse", "'rmse' does not fit task.type 'multiclass'"),
     ]:
-        competition = Competition.load(tiny.root, [*TINY, override])
-        with pytest.raises(ConfigError, match=message):
-            train_run(competition, "bad", progress=False)
-        assert not (competition.runs_dir / "bad").exists()  # refused before anything is written
+        with pytest.raises(ConfigError, match=message):  # now at load: before anything runs
+            train_run(Competition.load(tiny.root, [*TINY, override]), "bad", progress=False)
+        assert not (tiny.runs_dir / "bad").exists()  # refused before anything is written

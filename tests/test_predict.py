@@ -16,6 +16,9 @@ from kit.competition import Competition
 from kit.errors import ConfigError
 from kit.infer.merge import merge
 from kit.infer.predict import parse_tta_option, predict_run, select_views
+from kit.task import Task
+
+BINARY = Task("binary", (0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,9 @@ def test_each_image_is_decoded_once_whatever_the_views_and_folds(trained, monkey
     decoded = collections.Counter()
     real = kit.data.dataset.load_rgb
 
-    def counting(path):
+    def counting(path, *target):  # target: the reduced-decode size (kit.data.images.load_rgb)
         decoded[path] += 1
-        return real(path)
+        return real(path, *target)
 
     for module in (kit.data.dataset, kit.data.cache):  # wherever a file is decoded
         monkeypatch.setattr(module, "load_rgb", counting)
@@ -93,11 +96,9 @@ def test_select_views_is_greedy_and_strict():
     def better(new, old):
         return new > old
 
-    chosen = select_views(
-        ["identity", "bad", "fix", "copy"], stack, score, better, "mean", "binary"
-    )
+    chosen = select_views(["identity", "bad", "fix", "copy"], stack, score, better, "mean", BINARY)
     assert chosen == [0]  # identity is already perfect: nothing strictly raises it
-    chosen = select_views(["bad", "fix"], stack[1:3], score, better, "mean", "binary")
+    chosen = select_views(["bad", "fix"], stack[1:3], score, better, "mean", BINARY)
     assert chosen == [1]  # without identity, the best single view starts, and bad never joins
 
 
@@ -117,7 +118,7 @@ def test_view_and_fold_merges_stay_probabilities(trained):
     # geometric mean: normalised product of probabilities
     p = np.array([[[0.2, 0.8]], [[0.6, 0.4]]])
     expected = np.sqrt(p[0] * p[1]) / np.sqrt(p[0] * p[1]).sum()
-    np.testing.assert_allclose(merge(p, "gmean", "multiclass"), expected)
+    np.testing.assert_allclose(merge(p, "gmean", Task("multiclass", (0, 1))), expected)
 
 
 def test_forbidden_and_unknown_views_are_one_line_errors(trained):

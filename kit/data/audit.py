@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from kit.errors import DataError
+from kit.errors import DataError, examples
 
 # A leak report names a few examples and counts the rest, so one bad folds.csv stays readable.
 MAX_EXAMPLES = 3
@@ -20,18 +20,28 @@ def hash_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+HASH_THREADS = 8  # reading and blake2b both release the GIL, so threads hash in parallel
+
+
+def _hash_file(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            return hash_bytes(file.read())
+    except OSError as error:
+        raise DataError(
+            f"{path}: cannot read ({error.strerror}); restore the file or drop its row"
+        ) from None
+
+
 def file_hashes(paths: Iterable[str]) -> list[str]:
-    """Content hash of each file, in the order given."""
-    hashes = []
-    for path in paths:
-        try:
-            with open(path, "rb") as file:
-                hashes.append(hash_bytes(file.read()))
-        except OSError as error:
-            raise DataError(
-                f"{path}: cannot read ({error.strerror}); restore the file or drop its row"
-            ) from None
-    return hashes
+    """Content hash of each file, in the order given (files hashed in parallel threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(paths)
+    if len(paths) < 2 * HASH_THREADS:
+        return [_hash_file(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        return list(pool.map(_hash_file, paths, chunksize=64))
 
 
 def audit_folds(items: pd.DataFrame, n_splits: int | None = None) -> list[str]:
@@ -59,7 +69,7 @@ def _fold_index_problems(items: pd.DataFrame, folds: pd.Series, n_splits: int | 
     if not_integer.any():
         problems.append(
             f"{int(not_integer.sum())} row(s) have no integer fold, e.g. ids "
-            f"{_examples(items.loc[not_integer, 'id'])}; give every row a fold"
+            f"{examples(items.loc[not_integer, 'id'])}; give every row a fold"
         )
     present = set(folds[~not_integer].astype(int))
     if n_splits is None:
@@ -85,12 +95,12 @@ def _same_path_problems(items: pd.DataFrame) -> list[str]:
     leaked = spread[spread > 1].index
     if len(leaked) == 0:
         return []
-    examples = [
+    shown = [
         f"{path} in folds {_fold_list(items.loc[items['path'] == path, 'fold'])}"
         for path in leaked[:MAX_EXAMPLES]
     ]
     return [
-        f"{len(leaked)} file(s) listed in more than one fold (leak), e.g. {'; '.join(examples)}; "
+        f"{len(leaked)} file(s) listed in more than one fold (leak), e.g. {'; '.join(shown)}; "
         "list each file once"
     ]
 
@@ -99,16 +109,22 @@ def _same_bytes_problems(items: pd.DataFrame) -> list[str]:
     # One row per file: a file listed twice is the same-path problem, not a second copy of it.
     files = items.drop_duplicates("path").copy()
     files["hash"] = file_hashes(files["path"])
-    leaked = [rows for _, rows in files.groupby("hash", sort=False) if rows["fold"].nunique() > 1]
-    if not leaked:
+    # one vectorised pass over the rows; only the leaking groups (few) are looked at one by one
+    spread = files.groupby("hash", sort=False)["fold"].nunique()
+    leaking = spread.index[spread > 1]
+    if len(leaking) == 0:
         return []
-    examples = [
+    copies = files[files["hash"].isin(leaking[:MAX_EXAMPLES])]
+    leaked = [rows for _, rows in copies.groupby("hash", sort=False)]
+    leaked += [None] * (len(leaking) - len(leaked))  # counted, not shown
+    shown = [
         " = ".join(f"{row.id} (fold {row.fold})" for row in rows.itertuples())
         for rows in leaked[:MAX_EXAMPLES]
+        if rows is not None
     ]
     return [
         f"{len(leaked)} set(s) of byte-identical images span more than one fold (leak), e.g. "
-        f"{'; '.join(examples)}; give copies one group so they share a fold, or drop the copies"
+        f"{'; '.join(shown)}; give copies one group so they share a fold, or drop the copies"
     ]
 
 
@@ -118,12 +134,12 @@ def _same_group_problems(items: pd.DataFrame) -> list[str]:
     leaked = spread[spread > 1].index
     if len(leaked) == 0:
         return []
-    examples = [
+    shown = [
         f"{group} in folds {_fold_list(grouped.loc[grouped['group'] == group, 'fold'])}"
         for group in leaked[:MAX_EXAMPLES]
     ]
     return [
-        f"{len(leaked)} group(s) span more than one fold (leak), e.g. {'; '.join(examples)}; "
+        f"{len(leaked)} group(s) span more than one fold (leak), e.g. {'; '.join(shown)}; "
         "split with a group-aware splitter"
     ]
 
@@ -134,11 +150,12 @@ def _missing_class_problems(items: pd.DataFrame) -> list[str]:
     all_classes = _sorted(labels["target"].unique())
     problems = []
     for fold, rows in labels.groupby("fold"):
-        absent = [c for c in all_classes if c not in set(rows["target"])]
+        present = set(rows["target"])  # once per fold: O(rows + classes), not O(rows x classes)
+        absent = [c for c in all_classes if c not in present]
         if absent:
             problems.append(
                 f"fold {fold}: validation part has no example of class(es) "
-                f"{_examples(pd.Series(absent), limit=8)}; stratify the split or use fewer folds"
+                f"{examples(absent, 8)}; stratify the split or use fewer folds"
             )
     return problems
 
@@ -147,12 +164,119 @@ def _fold_list(folds: pd.Series) -> str:
     return ", ".join(str(f) for f in sorted(set(folds)))
 
 
-def _examples(values: pd.Series, limit: int = MAX_EXAMPLES) -> str:
-    shown = ", ".join(str(v) for v in values.iloc[:limit])
-    hidden = len(values) - limit
-    return f"{shown} (+{hidden} more)" if hidden > 0 else shown
-
-
 def _sorted(values: Sequence) -> list:
     # Integers before strings, so mixed label types still sort.
     return sorted(values, key=lambda v: (isinstance(v, str), v))
+
+
+# -------------------------------------------------------------------------- duplicate grouping
+
+# dHash: 8 x 8 brightness gradients of the image shrunk to 9 x 8 grey pixels, as 64 bits. Re-saved,
+# rescaled or slightly recompressed copies land within a few bits of each other.
+NEAR_DUPLICATE_BITS = 4  # Hamming distance at or below which two images are near-duplicates
+
+
+def perceptual_hash(path: str) -> int | None:
+    """The 64-bit dHash of an image file; None when it cannot be decoded."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.draft("L", (64, 64))  # JPEGs decode at a fraction of their size
+            grey = np.asarray(image.convert("L").resize((9, 8), Image.BILINEAR), dtype=np.int16)
+    except Exception:  # an undecodable file is reported elsewhere; it has no neighbours here
+        return None
+    bits = (grey[:, 1:] > grey[:, :-1]).reshape(-1)
+    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+
+
+def near_duplicate_pairs(
+    hashes: Sequence[int | None], max_bits: int = NEAR_DUPLICATE_BITS
+) -> list[tuple[int, int]]:
+    """Index pairs whose hashes differ in at most max_bits bits.
+
+    Pigeonhole: split the 64 bits into max_bits + 1 bands; two hashes within max_bits bits agree
+    exactly on at least one band, so only rows sharing a band value are compared.
+    """
+    bands = max_bits + 1
+    width = -(-64 // bands)
+    pairs = set()
+    for band in range(bands):
+        buckets: dict[int, list[int]] = {}
+        for row, value in enumerate(hashes):
+            if value is not None:
+                buckets.setdefault((value >> (band * width)) & ((1 << width) - 1), []).append(row)
+        for rows in buckets.values():
+            for i, a in enumerate(rows):
+                for b in rows[i + 1 :]:
+                    if (a, b) not in pairs and (hashes[a] ^ hashes[b]).bit_count() <= max_bits:
+                        pairs.add((a, b))
+    return sorted(pairs)
+
+
+def duplicate_groups(
+    paths: Sequence[str],
+    declared: Sequence | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    near: bool = False,
+) -> tuple[list[str], dict]:
+    """A group per row that joins byte-identical files (and with near=True perceptual-hash
+    neighbours) with each other and with their declared groups (a patient, a person).
+
+    Returns the group of each row (its declared name; for a group without one, the name of its
+    first row in `names`, default the paths; a merged group joins its declared names by '+') and
+    counts of what was merged.
+    """
+    n = len(paths)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> bool:
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            return False
+        parent[max(ra, rb)] = min(ra, rb)
+        return True
+
+    first_of: dict = {}
+    if declared is not None:
+        for row, group in enumerate(declared):
+            if group is not None and group == group:  # NaN: no declared group
+                union(first_of.setdefault(group, row), row)
+    joined_by_bytes = joined_by_near = 0
+    first_of_hash: dict[str, int] = {}
+    for row, digest in enumerate(file_hashes(paths)):
+        joined_by_bytes += union(first_of_hash.setdefault(digest, row), row)
+    if near:
+        for a, b in near_duplicate_pairs([perceptual_hash(p) for p in paths]):
+            joined_by_near += union(a, b)
+    roots = [find(i) for i in range(n)]
+    row_names = [str(v) for v in (names if names is not None else paths)]
+    members: dict[int, set] = {}
+    for row, root in enumerate(roots):
+        name = declared[row] if declared is not None else None
+        members.setdefault(root, set())
+        if name is not None and name == name:
+            members[root].add(str(name))
+    names = {
+        root: "+".join(sorted(found)) if found else row_names[root]
+        for root, found in members.items()
+    }
+    declared_count = len(first_of)
+    merged_declared = (
+        declared_count - sum(1 for found in members.values() if found) if declared_count else 0
+    )
+    counts = {
+        "byte_identical_joined": joined_by_bytes,  # rows joined to another row by their bytes
+        "near_duplicate_joined": joined_by_near,  # rows joined by perceptual-hash neighbours
+        "declared_groups_merged": merged_declared,  # declared groups folded into another one
+        "groups": len(members),
+    }
+    return [names[root] for root in roots], counts

@@ -14,66 +14,49 @@ def download(
     force: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    replace_key: bool = False,
 ) -> dict:
     """Fetch or build data/; skip what is current. For examples, register the hidden answer key.
 
     limit builds only that many images of an example (quick trials and tests). On Kaggle,
-    progress shows the client's progress bar, and the result's "warning" says when kaggle.json
-    is readable by other users (with the chmod 600 fix).
+    progress shows the client's progress bar (`kit download` warns first when kaggle.json is
+    readable by other users, with the chmod 600 fix). replace_key: the host replaces an
+    answer key registered already (its limit, its answers, or another folder's key of that name).
     """
-    settings = competition.config.competition
-    source = settings.source
-    if source.startswith("example:"):
-        return _build_example(
-            competition, source.removeprefix("example:"), force=force, limit=limit
-        )
-    if settings.platform == "kaggle":
-        from kit.platforms import kaggle
+    from kit.platforms import create_platform
 
-        slug = source or competition.name
-        warning = kaggle.check_credentials_file()
-        files = kaggle.download(slug, competition.data_dir, force=force, progress=progress)
-        return {
-            "source": f"kaggle:{slug}",
-            "data_dir": str(competition.data_dir),
-            "files": len(files),
-            "skipped": not files,
-            "warning": warning,
-        }
-    raise ConfigError(
-        'competition.source in kit.toml is empty: set it to "example:digits" or a Kaggle slug '
-        'with competition.platform = "kaggle"'
+    return create_platform(competition).download(
+        force=force, limit=limit, progress=progress, replace_key=replace_key
     )
 
 
-def _build_example(
-    competition: Competition, example: str, *, force: bool, limit: int | None
-) -> dict:
+def build_example(
+    competition: Competition, example: str, *, force: bool, limit: int | None,
+    replace_key: bool = False,
+) -> dict:  # fmt: skip
     from kit.data.examples import build_digits
     from kit.platforms.local import LocalLeaderboard
 
     if example not in EXAMPLES:
         raise ConfigError(f"competition.source example {example!r} is unknown: use example:digits")
-    board = LocalLeaderboard()
-    try:
+    with LocalLeaderboard() as board:
         manifest = competition.data_dir / "DATA.json"
-        current = (
-            manifest.exists()
-            and json.loads(manifest.read_text()).get("limit") == limit
-            and board.has(competition.name)
-        )
+        same_limit = manifest.exists() and json.loads(manifest.read_text()).get("limit") == limit
+        current = same_limit and board.has(competition.name)
         if current and not force:
             return {"source": f"example:{example}", "data_dir": str(competition.data_dir),
                     "skipped": True}  # fmt: skip
-        answers = build_digits(competition.data_dir, limit=limit)
         config = competition.config
-        board.register(
-            competition.name, answers, metric=config.metric.name,
-            daily_limit=config.competition.daily_limit, id_column=config.submission.id_column,
-            target_column=config.submission.target_column,
-        )  # fmt: skip
-    finally:
-        board.close()
+        key = {
+            "metric": config.metric.name, "daily_limit": config.competition.daily_limit,
+            "id_column": config.submission.id_column,
+            "target_column": config.submission.target_column, "root": competition.root,
+        }  # fmt: skip
+        if not replace_key:  # refuse before the data is rebuilt, not after
+            board.check_registration(competition.name, answers_change=manifest.exists() and not same_limit,
+                                     **key)  # fmt: skip
+        answers = build_digits(competition.data_dir, limit=limit)
+        board.register(competition.name, answers, replace=replace_key, **key)
     return {
         "source": f"example:{example}",
         "data_dir": str(competition.data_dir),

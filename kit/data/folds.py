@@ -29,18 +29,35 @@ def make_folds(competition: Competition, *, force: bool = False) -> pd.DataFrame
         )
     settings = competition.config.folds
     items, task = competition_task(competition, read_train_items(competition))
-    groups = items["group"] if "group" in items.columns else None
+    groups, joined = join_duplicates(items, near=settings.near_duplicates)
     fold = assign_folds(task, items["target"], groups, settings.n_splits, settings.seed)
     folds = pd.DataFrame({"id": items["id"], "fold": fold})
-    if task.kind == "multilabel":
-        names = np.asarray(task.classes, dtype=object)
-        folds["target"] = ["|".join(names[np.asarray(t) == 1]) for t in items["target"]]
-    else:
-        folds["target"] = items["target"].to_numpy()
+    folds["target"] = task.target_text(items["target"]).to_numpy()
     if groups is not None:
         folds["group"] = groups.to_numpy()
     write_csv(path, folds)
+    from kit.data.index import index_files
+
+    index_files(competition.root, items["path"])  # scanned once here, reused by every command
+    folds.attrs["duplicates"] = joined  # what join_duplicates merged, for the command to say
     return folds
+
+
+def join_duplicates(items: pd.DataFrame, *, near: bool = False) -> tuple[pd.Series | None, dict]:
+    """The group of each training row: its declared group (folds.group_column / group_regex)
+    joined with the groups of its byte-identical copies (and, with near, its perceptual-hash
+    neighbours), so copies never sit on both sides of a split. None when there is nothing to
+    group: no declared groups and no duplicates."""
+    from kit.data.audit import duplicate_groups
+
+    declared = items["group"].tolist() if "group" in items.columns else None
+    names, joined = duplicate_groups(
+        items["path"].tolist(), declared, names=items["id"].tolist(), near=near
+    )
+    copies = joined["byte_identical_joined"] + joined["near_duplicate_joined"]
+    if declared is None and not copies:
+        return None, joined
+    return pd.Series(names, index=items.index, name="group"), joined
 
 
 def assign_folds(
@@ -56,7 +73,7 @@ def assign_folds(
             f"only {groups.nunique()} group(s) for folds.n_splits = {n_splits}: lower n_splits "
             "or check folds.group_column / folds.group_regex"
         )
-    if task.kind == "multilabel":
+    if task.multi_label:
         labels = np.stack([np.asarray(t, dtype=np.int64) for t in targets])
         return iterative_folds(labels, groups, n_splits, seed)
     counts = targets.value_counts()
@@ -121,7 +138,14 @@ def read_folds(competition: Competition) -> pd.DataFrame:
     path = competition.folds_csv
     if not path.exists():
         raise KitError(f"{path} not found: run `kit folds -C {competition.root}` first")
-    return pd.read_csv(path, dtype={"id": str})
+    from kit.data.layout import read_csv_table
+
+    fix = f"rewrite it with `kit folds -C {competition.root} --force`"
+    table = read_csv_table(path, "folds table", fix, dtype={"id": str})
+    lacking = [c for c in ("id", "fold") if c not in table.columns]
+    if lacking or not pd.api.types.is_integer_dtype(table["fold"]):
+        raise KitError(f"{path} is not a folds table (it needs id and integer fold columns): {fix}")
+    return table
 
 
 def folds_hash(folds: pd.DataFrame) -> str:
@@ -130,13 +154,17 @@ def folds_hash(folds: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def training_table(competition: Competition) -> tuple[pd.DataFrame, Task]:
+def training_table(
+    competition: Competition, *, check_images: bool = True
+) -> tuple[pd.DataFrame, Task]:
     """Training items joined with folds.csv, and the task (its classes in their fixed order).
 
     Undecodable images fail here, listed; with data.skip_bad they are left out instead and
-    `table.attrs["skipped_bad"]` counts them.
+    `table.attrs["skipped_bad"]` counts them. The check reads the file index (kit.data.index:
+    only changed files are looked at again); check_images=False skips it, for the commands that
+    never read pixels (a blend of prediction tables).
     """
-    from kit.data.images import find_bad_images
+    from kit.data.index import bad_images
 
     items, task = competition_task(competition, read_train_items(competition))
     folds = read_folds(competition)
@@ -148,7 +176,7 @@ def training_table(competition: Competition) -> tuple[pd.DataFrame, Task]:
             "the data changed since; run `kit folds --force`"
         )
     merged["fold"] = merged["fold"].astype(int)
-    bad = find_bad_images(merged["path"])
+    bad = bad_images(competition.root, merged["path"]) if check_images else {}
     if bad and not competition.config.data.skip_bad:
         shown = "; ".join(f"{path} ({why})" for path, why in list(bad.items())[:3])
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
@@ -167,17 +195,15 @@ def check_folds(competition: Competition) -> list[str]:
     from kit.data.audit import audit_folds
 
     table, task = training_table(competition)
-    if task.kind == "multilabel":  # the audit counts label names, not 0/1 rows
-        names = np.asarray(task.classes, dtype=object)
-        table = table.assign(target=[list(names[np.asarray(t) == 1]) for t in table["target"]])
+    table = table.assign(target=task.label_names(table["target"]))  # names, not 0/1 rows
     return audit_folds(table, competition.config.folds.n_splits)
 
 
 def bad_training_images(competition: Competition) -> dict[str, str]:
     """{path: reason} of the training images that cannot be decoded."""
-    from kit.data.images import find_bad_images
+    from kit.data.index import bad_images
 
-    return find_bad_images(read_train_items(competition)["path"])
+    return bad_images(competition.root, read_train_items(competition)["path"])
 
 
 def _plain(value):

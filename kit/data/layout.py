@@ -15,19 +15,22 @@ Test items always come from sample_submission's ids, in its order: `<test_dir>/<
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from kit.competition import Competition
+from kit.config import Layout, choices
 from kit.data.images import find_bad_images
-from kit.errors import ConfigError, DataError
+from kit.errors import ConfigError, DataError, examples
 from kit.task import Task, create_task
 
-LAYOUTS = ("csv", "folder_per_class", "path_regex")
+LAYOUTS = choices(Layout)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 EXAMPLES = 3  # how many offending names an error shows
+MAX_COLUMNS = 10_000  # a table with more columns is refused before it is parsed (hostile input)
 
 
 def _require_data(competition: Competition, path: Path, what: str) -> None:
@@ -40,12 +43,6 @@ def _sorted_classes(values: pd.Series) -> list:
     return sorted(unique, key=lambda v: (isinstance(v, str), v))
 
 
-def _examples(values, n: int = EXAMPLES) -> str:
-    values = [str(v) for v in values]
-    more = f" (+{len(values) - n} more)" if len(values) > n else ""
-    return ", ".join(values[:n]) + more
-
-
 def image_path(folder: Path, image_id: str, ext: str) -> Path:
     """<folder>/<id><ext>, or <folder>/<id> when the id already carries the extension."""
     name = str(image_id)
@@ -54,9 +51,44 @@ def image_path(folder: Path, image_id: str, ext: str) -> Path:
     return folder / name
 
 
+def read_csv_table(
+    path: Path, what: str, fix: str = "download the data again", **kwargs
+) -> pd.DataFrame:
+    """pd.read_csv of a competition table; an empty, binary or malformed file is a DataError
+    naming it (and a header-only one too: a table kit reads must have rows)."""
+    from kit.fileio import count_header_fields
+
+    try:
+        fields = count_header_fields(path)
+    except OSError as error:
+        raise DataError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    if fields > MAX_COLUMNS:
+        raise DataError(
+            f"{what} {path} has {fields:,} columns (kit reads at most {MAX_COLUMNS:,}): "
+            "is it the right file? fix data.train_csv / data.sample_submission in kit.toml"
+        )
+    try:
+        table = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{what} {path} is empty: {fix}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path} is not UTF-8 text (a binary file?): {fix}") from None
+    except (pd.errors.ParserError, ValueError, OverflowError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise DataError(f"{what} {path} cannot be parsed ({reason}): {fix}") from None
+    if table.empty:
+        raise DataError(
+            f"{what} {path} has a header and no rows (columns {examples(table.columns, 8)}): {fix}"
+        )
+    return table
+
+
 def read_train_items(competition: Competition) -> pd.DataFrame:
     """id, path, target (+ group, + bbox columns) for every training image."""
+    from kit.data.images import set_max_pixels
+
     data = competition.config.data
+    set_max_pixels(data.max_pixels)
     if data.layout not in LAYOUTS:
         raise ConfigError(
             f"data.layout {data.layout!r} is unknown: use one of {', '.join(LAYOUTS)}"
@@ -78,7 +110,7 @@ def read_train_items(competition: Competition) -> pd.DataFrame:
     if items["id"].duplicated().any():
         dup = items.loc[items["id"].duplicated(), "id"]
         raise DataError(
-            f"{competition.path(data.train_csv)}: duplicate ids such as {_examples(dup)}"
+            f"{competition.path(data.train_csv)}: duplicate ids such as {examples(dup)}"
         )
     group_regex = competition.config.folds.group_regex
     if group_regex:
@@ -90,7 +122,7 @@ def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
     data, folds = competition.config.data, competition.config.folds
     csv = competition.path(data.train_csv)
     _require_data(competition, csv, "training table")
-    table = pd.read_csv(csv, dtype={data.id_column: str})
+    table = read_csv_table(csv, "training table", dtype={data.id_column: str})
     targets = data.target_columns or [data.target_column]
     wanted = [data.id_column, *targets, *data.bbox_columns]
     if folds.group_column:
@@ -98,8 +130,8 @@ def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
     missing = [c for c in wanted if c not in table.columns]
     if missing:
         raise DataError(
-            f"{csv} lacks column(s) {', '.join(missing)} (expected {', '.join(wanted)}; it has "
-            f"{', '.join(table.columns)}): fix data.id_column / data.target_column / "
+            f"{csv} lacks column(s) {examples(missing, 8)} (expected {', '.join(wanted)}; it "
+            f"has {examples(table.columns, 8)}): fix data.id_column / data.target_column / "
             "data.target_columns / folds.group_column in kit.toml"
         )
     _require_data(competition, image_dir, "training images folder")
@@ -115,6 +147,12 @@ def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
         items["target"] = [list(row) for row in values.astype(int).itertuples(index=False)]
     else:
         items["target"] = table[data.target_column]
+        empty = items["target"].isna()
+        if empty.any():
+            raise DataError(
+                f"{csv}: {int(empty.sum())} row(s) have no {data.target_column}, e.g. id "
+                f"{examples(ids[empty])}: fill in the labels or remove the rows"
+            )
     if folds.group_column:
         items["group"] = table[folds.group_column].astype(str)
     for column in data.bbox_columns:
@@ -125,10 +163,26 @@ def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
 
 def _image_files(folder: Path) -> list[Path]:
     # hidden files (._x.jpg from macOS archives) are not images of the competition
-    return sorted(
+    files = sorted(
         p for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )  # fmt: skip
+    undecodable = [p for p in files if not _utf8(str(p.relative_to(folder)))]
+    if undecodable:  # ids and tables are UTF-8 text: such a name cannot be written to them
+        shown = [repr(os.fsencode(p.relative_to(folder)))[2:-1] for p in undecodable]
+        raise DataError(
+            f"{folder}: {len(undecodable)} file name(s) are not UTF-8, e.g. {examples(shown)}: "
+            "rename them (e.g. `convmv -f latin1 -t utf8 -r --notest DIR`)"
+        )
+    return files
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _folder_items(image_dir: Path, files: list[Path]) -> pd.DataFrame:
@@ -136,7 +190,7 @@ def _folder_items(image_dir: Path, files: list[Path]) -> pd.DataFrame:
     loose = [str(r) for r in relative if len(r.parts) != 2]
     if loose:
         raise DataError(
-            f"{image_dir}: layout folder_per_class wants <class>/<file>, found {_examples(loose)}; "
+            f"{image_dir}: layout folder_per_class wants <class>/<file>, found {examples(loose)}; "
             "move the files or set data.layout"
         )
     return pd.DataFrame(
@@ -159,12 +213,12 @@ def _regex_items(competition: Competition, image_dir: Path, files: list[Path]) -
     if len(unmatched) == len(relative):
         raise DataError(
             f"data.label_regex {data.label_regex!r} matches no file under {image_dir} "
-            f"(paths look like {_examples(relative)}): fix the regex in kit.toml"
+            f"(paths look like {examples(relative)}): fix the regex in kit.toml"
         )
     if unmatched:
         raise DataError(
             f"data.label_regex matches no label in {len(unmatched)} of {len(relative)} files "
-            f"under {image_dir}, e.g. {_examples(unmatched)}: widen the regex or remove the files"
+            f"under {image_dir}, e.g. {examples(unmatched)}: widen the regex or remove the files"
         )
     labels = [_label(m.groupdict(), data) for m in matches]
     return pd.DataFrame({"id": relative, "path": [str(p) for p in files], "target": labels})
@@ -219,7 +273,7 @@ def _regex_groups(regex: str, image_dir: Path, paths: pd.Series) -> list[str]:
         what = "no file" if len(unmatched) == len(relative) else f"{len(unmatched)} file(s)"
         raise DataError(
             f"folds.group_regex {regex!r} matches {what} under {image_dir}, e.g. "
-            f"{_examples(unmatched)}: fix the regex so every path yields a group"
+            f"{examples(unmatched)}: fix the regex so every path yields a group"
         )
     return [m.group(1) if m.groups() else m.group(0) for m in matches]
 
@@ -233,14 +287,17 @@ def _relative(path: Path, folder: Path) -> str:
 
 def read_test_items(competition: Competition) -> pd.DataFrame:
     """id, path for every test image, in sample_submission's order."""
+    from kit.data.images import set_max_pixels
+
     data, submission = competition.config.data, competition.config.submission
+    set_max_pixels(data.max_pixels)
     sample_csv = competition.path(data.sample_submission)
     _require_data(competition, sample_csv, "sample submission")
-    sample = pd.read_csv(sample_csv, dtype={submission.id_column: str})
+    sample = read_csv_table(sample_csv, "sample submission", dtype={submission.id_column: str})
     if submission.id_column not in sample.columns:
         raise DataError(
             f"{sample_csv} has no column '{submission.id_column}' (it has "
-            f"{', '.join(sample.columns)}): set submission.id_column in kit.toml"
+            f"{examples(sample.columns, 8)}): set submission.id_column in kit.toml"
         )
     image_dir = competition.path(data.test_dir)
     _require_data(competition, image_dir, "test images folder")
@@ -277,24 +334,14 @@ def competition_task(competition: Competition, items: pd.DataFrame) -> tuple[pd.
     data.classes fixes the class order (and so class_index); multilabel takes its labels from
     data.target_columns.
     """
-    data, kind = competition.config.data, competition.config.task.type
-    if kind == "multilabel":
-        if not data.target_columns:
-            raise ConfigError(
-                "task.type multilabel needs data.target_columns (the 0/1 columns of train_csv)"
-            )
-        return items, Task(kind, tuple(data.target_columns))
-    if data.target_columns:
-        raise ConfigError('data.target_columns is for task.type = "multilabel"; set task.type')
-    if not data.classes:
-        return items, create_task(kind, items["target"])
-    targets = items["target"].astype(str)
-    unknown = sorted(set(targets) - set(data.classes))
-    if unknown:
-        raise DataError(
-            f"label(s) {_examples(unknown)} are not in data.classes: add them to kit.toml"
-        )
-    return items.assign(target=targets), Task(kind, tuple(data.classes))
+    data = competition.config.data
+    task = create_task(
+        competition.config.task.type, items["target"], label_columns=data.target_columns,
+        classes=data.classes,
+    )  # fmt: skip
+    if data.classes:  # data.classes are text: targets are compared as text
+        items = items.assign(target=items["target"].astype(str))
+    return items, task
 
 
 def _check_files(items: pd.DataFrame, table: Path, image_dir: Path, ext: str) -> None:
@@ -306,5 +353,5 @@ def _check_files(items: pd.DataFrame, table: Path, image_dir: Path, ext: str) ->
     found = f"the folder holds {', '.join(suffixes)} files" if suffixes else "the folder is empty"
     raise DataError(
         f"{table}: {len(missing)} id(s) match no file in {image_dir} as <id>{ext}, e.g. "
-        f"{_examples(missing)} ({found}): fix data.image_ext or the image folders in kit.toml"
+        f"{examples(missing)} ({found}): fix data.image_ext or the image folders in kit.toml"
     )

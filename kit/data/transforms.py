@@ -9,6 +9,8 @@ warning (SlowPipelineWarning).
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import os
 import warnings
 from typing import Any
@@ -57,9 +59,45 @@ def slow_order(specs: list[dict[str, Any]], where: str = "augment") -> str | Non
     )
 
 
+def known_arguments(cls: type) -> set[str]:
+    """The keyword arguments a transform's constructor declares (albumentations ignores others)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {p.name for p in parameters if p.name != "self" and p.kind not in variadic}
+
+
+def _suggest_argument(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
+
+
+# transforms that take code (callables) rather than values: a config cannot give them safely;
+# and the abstract bases every transform derives from, which transform nothing themselves
+CODE_TRANSFORMS = {"Lambda"}
+BASES = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D"}
+
+
+@functools.cache
+def transform_classes() -> dict[str, type]:
+    """{name: class} of the albumentations transforms kit.toml may name: public classes that
+    subclass BasicTransform, not containers (Compose...), CODE_TRANSFORMS or BASES. A name is looked
+    up here, never with getattr, so `__class__` or a module attribute cannot be reached."""
+    A = import_albumentations()
+    found = {}
+    for name in dir(A):
+        value = getattr(A, name)
+        if (
+            name[:1].isupper()
+            and isinstance(value, type)
+            and issubclass(value, A.BasicTransform)
+            and name not in CODE_TRANSFORMS | BASES
+        ):
+            found[name] = value
+    return found
+
+
 def build_steps(specs: list[dict[str, Any]], where: str) -> list:
     """The albumentations objects of specs, each error naming its field."""
-    A = import_albumentations()
     steps = []
     for index, spec in enumerate(specs):
         spec = dict(spec)
@@ -67,15 +105,22 @@ def build_steps(specs: list[dict[str, Any]], where: str) -> list:
         field = f"{where}[{index}]"
         if not name:
             raise ConfigError(f'{field} in kit.toml needs name = "<albumentations class>"')
-        cls = getattr(A, name, None)
-        if cls is None or not isinstance(cls, type):
-            close = difflib.get_close_matches(name, [n for n in dir(A) if n[:1].isupper()], n=3)
+        allowed = transform_classes()
+        cls = allowed.get(name) if isinstance(name, str) else None
+        if cls is None:
+            close = difflib.get_close_matches(str(name), sorted(allowed), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "see albumentations' docs"
             raise ConfigError(f"{field}: albumentations has no transform {name!r}; {hint}")
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        unknown = sorted(set(args) - known_arguments(cls))
+        if unknown:  # albumentations only warns and drops them: the user meant something else
+            raise ConfigError(
+                f"{field} ({name}): unknown argument '{unknown[0]}'; "
+                + _suggest_argument(unknown[0], known_arguments(cls))
+            )
         try:
             steps.append(cls(**args))
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # pydantic, numpy, overflow: all say the values are wrong
             message = " ".join(str(error).split())[:200]
             raise ConfigError(f"{field} ({name}): bad arguments: {message}") from None
     return steps

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kit.infer.merge import from_log_space, to_log_space
-
 OFFSETS = np.round(np.linspace(-2.0, 2.0, 41), 2)  # log-probability offsets tried per class
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)  # per-column thresholds tried (multilabel)
 PASSES = 3  # coordinate-ascent sweeps over the classes / cuts / columns
@@ -31,23 +29,8 @@ class Decision:
     def apply(self, predictions: np.ndarray, task) -> np.ndarray:
         """A prediction table's values, rewritten so that task.decide gives the tuned labels."""
         values = np.asarray(predictions, dtype=np.float64)
-        if self.kind == "offsets":
-            return from_log_space(
-                to_log_space(values, task.kind) + np.asarray(self.values), task.kind
-            )
-        if self.kind == "cutpoints":
-            cuts, mids = np.asarray(self.values), _midpoints(task)
-            v = values.reshape(-1)
-            mapped = np.interp(v, cuts, mids)
-            mapped = np.where(v < cuts[0], v - cuts[0] + mids[0], mapped)
-            mapped = np.where(v > cuts[-1], v - cuts[-1] + mids[-1], mapped)
-            return mapped.reshape(values.shape)
-        if self.kind == "thresholds":
-            t = np.asarray(self.values)
-            below = values * 0.5 / t
-            above = 0.5 + (values - t) * 0.5 / (1 - t)
-            return np.where(values < t, below, above)
-        return values
+        rewrite = _REWRITES.get(self.kind)
+        return values if rewrite is None else rewrite(values, np.asarray(self.values), task)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "values": [float(v) for v in self.values]}
@@ -62,13 +45,37 @@ def _midpoints(task) -> np.ndarray:
     return (grades[1:] + grades[:-1]) / 2
 
 
+def _shift_offsets(values: np.ndarray, offsets: np.ndarray, task) -> np.ndarray:
+    return task.from_log_space(task.to_log_space(values) + offsets)
+
+
+def _map_cutpoints(values: np.ndarray, cuts: np.ndarray, task) -> np.ndarray:
+    """Values moved so that the default midpoints cut them where the tuned cut-points do."""
+    mids = _midpoints(task)
+    v = values.reshape(-1)
+    mapped = np.interp(v, cuts, mids)
+    mapped = np.where(v < cuts[0], v - cuts[0] + mids[0], mapped)
+    mapped = np.where(v > cuts[-1], v - cuts[-1] + mids[-1], mapped)
+    return mapped.reshape(values.shape)
+
+
+def _map_thresholds(values: np.ndarray, t: np.ndarray, task) -> np.ndarray:
+    """Values moved so that 0.5 splits them where the tuned thresholds do."""
+    below = values * 0.5 / t
+    above = 0.5 + (values - t) * 0.5 / (1 - t)
+    return np.where(values < t, below, above)
+
+
+_REWRITES = {"offsets": _shift_offsets, "cutpoints": _map_cutpoints, "thresholds": _map_thresholds}
+
+
 def label_scorer(metric, task):
     """A fast (y_true, y_pred) -> score for the search; the metric's own code for anything else.
     The reported scores always come from metric.score."""
     if metric.from_labels is None:
         return None
     k = len(task.classes)
-    if task.kind in ("multiclass", "binary") and metric.name in (
+    if task.single_label and metric.name in (
         "accuracy",
         "f1_macro",
         "f1_micro",
@@ -85,7 +92,7 @@ def label_scorer(metric, task):
             return f1[present].mean()
 
         return score
-    if task.kind == "multilabel" and metric.name in ("f1_macro", "f1_micro"):
+    if task.decision == "thresholds" and metric.name in ("f1_macro", "f1_micro"):
 
         def score(y_true, y_pred):
             tp = (y_true & y_pred).sum(0)
@@ -105,15 +112,12 @@ def fit_decision(task, metric, targets: np.ndarray, predictions: np.ndarray) -> 
         return Decision("none")
     sign = 1.0 if metric.greater_is_better else -1.0
     values = np.asarray(predictions, dtype=np.float64)
-    if task.kind == "ordinal":
-        return _fit_cutpoints(task, targets.astype(int), values.reshape(-1), score, sign)
-    if task.kind == "multilabel":
-        return _fit_thresholds(targets.astype(int), values, score, sign)
-    return _fit_offsets(task, targets.astype(int), values, score, sign)
+    fit = {"offsets": _fit_offsets, "cutpoints": _fit_cutpoints, "thresholds": _fit_thresholds}
+    return fit[task.decision](task, targets.astype(int), values, score, sign)
 
 
 def _fit_offsets(task, y, probs, score, sign) -> Decision:
-    logp = to_log_space(probs, task.kind)
+    logp = task.to_log_space(probs)
     offsets = np.zeros(probs.shape[1])
     best = sign * score(y, (logp + offsets).argmax(1))
     order = OFFSETS[np.argsort(np.abs(OFFSETS), kind="stable")]  # small offsets win ties
@@ -132,6 +136,7 @@ def _fit_offsets(task, y, probs, score, sign) -> Decision:
 
 
 def _fit_cutpoints(task, y, v, score, sign) -> Decision:
+    v = v.reshape(-1)
     grades = np.asarray(task.classes, dtype=float)
     cuts = _midpoints(task)
     if not len(cuts):
@@ -158,7 +163,7 @@ def _fit_cutpoints(task, y, v, score, sign) -> Decision:
     return Decision("cutpoints", cuts.tolist())
 
 
-def _fit_thresholds(y, probs, score, sign) -> Decision:
+def _fit_thresholds(task, y, probs, score, sign) -> Decision:
     thresholds = np.full(probs.shape[1], 0.5)
     best = sign * score(y, (probs >= thresholds).astype(int))
     order = THRESHOLDS[np.argsort(np.abs(THRESHOLDS - 0.5), kind="stable")]

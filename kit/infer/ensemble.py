@@ -10,7 +10,6 @@ of their OOF predictions, and the blend's CV (in-sample and nested).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +17,18 @@ import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
-from kit.errors import ConfigError, KitError
+from kit.config import BlendMethod, check_choice, choices
+from kit.errors import ConfigError, KitError, examples
 from kit.fileio import write_csv, write_json, write_text
 from kit.infer.decision import Decision, fit_decision
 from kit.infer.merge import merge
 from kit.metrics import best_improvement
+from kit.results import BlendCard
+from kit.run import OOF_NAME, check_prediction_ids, read_predictions
 from kit.submission import write_submission
+from kit.task import Task
 
-METHODS = ("mean", "rank", "gmean", "weights")
+METHODS = choices(BlendMethod)
 
 
 @dataclass
@@ -37,98 +40,58 @@ class Member:
     oof_path: str
 
 
-def _examples(values) -> str:
-    values = list(values)
-    return ", ".join(str(v) for v in values[:3]) + (
-        f" (+{len(values) - 3} more)" if len(values) > 3 else ""
+def check_finished(run_dir: Path, metrics: dict, finished_only: bool) -> None:
+    """Refuse a run whose training stopped before every fold finished, unless finished_only."""
+    if metrics.get("complete", True) or finished_only:
+        return
+    run = run_dir.name
+    raise KitError(
+        f"run '{run}' is unfinished (folds still to train: {metrics.get('missing_folds', '?')}): "
+        f"finish it with `kit train --resume {run}`, or pass --finished-folds to blend the "
+        "folds it has"
     )
 
 
-def _read_table(path, columns: list[str], run: str) -> pd.DataFrame:
-    if not path.exists():
-        raise KitError(f"{path} not found: run `kit predict {run}` first")
-    frame = pd.read_csv(path, dtype={"id": str, **dict.fromkeys(columns, np.float32)})
-    lacking = [c for c in ["id", *columns] if c not in frame.columns]
-    if lacking:
-        raise KitError(
-            f"{path} lacks column(s) {', '.join(lacking)} (has {', '.join(frame.columns)}): "
-            f"run `kit predict {run}` again"
-        )
-    return frame
-
-
-def _check_ids(path, ids: pd.Series, expected: pd.Series, against: str, run: str) -> None:
-    """One line naming the file: duplicate, missing and extra ids (each with examples)."""
-    if ids.equals(expected):
-        return
-    problems = []
-    duplicated = ids[ids.duplicated()].unique()
-    if len(duplicated):
-        problems.append(f"{len(duplicated)} duplicate id(s): {_examples(duplicated)}")
-    missing = expected[~expected.isin(ids)]
-    if len(missing):
-        problems.append(f"{len(missing)} id(s) missing: {_examples(missing)}")
-    extra = ids[~ids.isin(expected)]
-    if len(extra):
-        problems.append(f"{len(extra)} id(s) not in {against}: {_examples(extra)}")
-    if problems:
-        raise KitError(f"{path}: {'; '.join(problems)}: run `kit predict {run}` again")
-
-
-def _load_members(competition: Competition, runs: list[str], task, sample_ids: pd.Series):
+def _load_members(
+    competition: Competition, runs: list[str], task, sample_ids: pd.Series,
+    finished_only: bool = False,
+):  # fmt: skip
     members = []
     for run in runs:
-        run_dir = competition.run_dir(run)
-        info = json.loads((run_dir / "run.json").read_text())
+        opened = competition.run(run)
+        metrics = opened.metrics if opened.metrics_path.exists() else {}
+        check_finished(opened.dir, metrics, finished_only)
+        info = opened.info
         if members and info["classes"] != members[0].info["classes"]:
             raise KitError(
-                f"run '{run}' was trained on classes {_examples(info['classes'])}, run "
-                f"'{members[0].run}' on {_examples(members[0].info['classes'])}: blend runs of one "
+                f"run '{run}' was trained on classes {examples(info['classes'])}, run "
+                f"'{members[0].run}' on {examples(members[0].info['classes'])}: blend runs of one "
                 "class set (retrain one of them)"
             )
         if info["classes"] != list(task.classes):
             raise KitError(
                 f"run '{run}' was trained on other classes than the data has now: retrain it"
             )
-        path = run_dir / "test.csv"
-        test = _read_table(path, task.columns, run)
+        path = opened.test_path
+        test = read_predictions(path, task.columns, run)
         ids = test["id"]
-        _check_ids(path, ids, sample_ids, "sample_submission", run)
+        check_prediction_ids(path, ids, sample_ids, "sample_submission", run)
         if not ids.equals(sample_ids):  # same ids in another order
             test = test.set_index("id").loc[sample_ids].reset_index()
-        oof_path = run_dir / "oof_tta.csv"
-        metrics_path = run_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         members.append(
-            Member(
-                run, info, metrics, test[task.columns].to_numpy(np.float32),
-                str(oof_path if oof_path.exists() else run_dir / "oof.csv"),
-            )
-        )  # fmt: skip
+            Member(run, info, metrics, test[task.columns].to_numpy(np.float32), str(opened.oof()))
+        )
     return members
 
 
-def _rank_table(values: np.ndarray, kind: str) -> np.ndarray:
-    """Each column's ranks scaled to (0, 1]; multiclass rows renormalised to sum to 1."""
-    order = values.argsort(axis=0, kind="stable")
-    ranks = np.empty_like(values)
-    np.put_along_axis(ranks, order, np.arange(1, len(values) + 1, dtype=float)[:, None], axis=0)
-    ranks /= len(values)
-    if kind in ("multiclass", "binary"):
-        ranks /= ranks.sum(axis=1, keepdims=True)
-    return ranks
-
-
-def blend(stack: np.ndarray, method: str, kind: str, weights=None) -> np.ndarray:
+def blend(stack: np.ndarray, method: str, task: Task, weights=None) -> np.ndarray:
     """(M, N, C) member tables -> (N, C) blend; rank tables are ranked beforehand."""
     how = "gmean" if method == "gmean" else "mean"
-    out = merge(stack, how, kind, weights)
-    if method == "rank" and kind in ("multiclass", "binary"):
-        out = out / out.sum(axis=1, keepdims=True)
-    return out
+    out = merge(stack, how, task, weights)
+    return task.renormalise(out) if method == "rank" else out
 
 
-def hill_climb(stack: np.ndarray, method: str, kind: str, score, better, steps: int) -> np.ndarray:
+def hill_climb(stack: np.ndarray, method: str, task: Task, score, better, steps: int) -> np.ndarray:
     """Non-negative weights (counts / total): start from the best member, add the member that
     raises the OOF score most, with repeats, until none does or `steps` members are in."""
     m = len(stack)
@@ -145,7 +108,7 @@ def hill_climb(stack: np.ndarray, method: str, kind: str, score, better, steps: 
         for i in range(m):
             trial = counts.copy()
             trial[i] += 1
-            trials[i] = score(blend(stack, method, kind, trial))
+            trials[i] = score(blend(stack, method, task, trial))
         pick = best_improvement(trials, best, better)
         if pick is None:
             break
@@ -174,17 +137,20 @@ def ensemble_runs(
     method: str | None = None,
     weights: list[float] | None = None,
     decide: bool | None = None,
-) -> dict:
+    finished_only: bool = False,
+) -> BlendCard:
     """Blend the runs' test.csv into submissions/<name>.csv; report the blend's OOF CV (nested
-    when anything was fitted) and write the blend card to blends/<name>/."""
+    when anything was fitted) and write the blend card to blends/<name>/. Unfinished runs are
+    refused unless finished_only."""
     from kit.data.folds import training_table
     from kit.metrics import get_metric
+
+    blend_dir = competition.blend_dir(name)
 
     settings = competition.config.ensemble
     method = method or settings.method
     decide = settings.decide if decide is None else decide
-    if method not in METHODS:
-        raise ConfigError(f"ensemble.method {method!r} is unknown: use one of {', '.join(METHODS)}")
+    check_choice("ensemble.method", method, BlendMethod)  # this call's; kit.toml's are checked
     if not runs:
         raise KitError("name at least one run to ensemble")
     if len(set(runs)) != len(runs):
@@ -192,15 +158,15 @@ def ensemble_runs(
     if method == "weights" and weights is not None:
         raise KitError("--method weights fits the weights on OOF: drop --weights, or use mean")
     fixed = check_weights(weights, runs) if weights is not None else None
-    table, task = training_table(competition)
-    if method == "rank" and task.kind == "ordinal":
+    table, task = training_table(competition, check_images=False)  # a blend reads no pixels
+    if method == "rank" and not task.can_rank:
         raise ConfigError("ensemble.method rank cannot blend ordinal values: use mean")
     metric = get_metric(competition.config.metric.name, task.kind)
     sample_column = competition.config.submission.id_column
     sample_path = competition.path(competition.config.data.sample_submission)
     sample_ids = pd.read_csv(sample_path, dtype={sample_column: str}, usecols=[sample_column])
     sample_ids = sample_ids[sample_column].rename("id")
-    members = _load_members(competition, runs, task, sample_ids)
+    members = _load_members(competition, runs, task, sample_ids, finished_only)
     test_stack = np.empty((len(members), *members[0].test.shape), dtype=np.float32)
     for i, member in enumerate(members):
         test_stack[i], member.test = member.test, None  # one copy of the tables in memory
@@ -218,9 +184,11 @@ def ensemble_runs(
     report: dict = {"cv": None, "cv_nested": None}
     oof_stack = None
     if same_folds:
-        oofs = [_read_table(Path(m.oof_path), task.columns, m.run) for m in members]
+        oofs = [read_predictions(Path(m.oof_path), task.columns, m.run) for m in members]
         for member, oof in zip(members[1:], oofs[1:], strict=True):
-            _check_ids(member.oof_path, oof["id"], oofs[0]["id"], members[0].oof_path, member.run)
+            check_prediction_ids(
+                member.oof_path, oof["id"], oofs[0]["id"], members[0].oof_path, member.run
+            )
         keys = oofs[0][["id", "fold"]]
         oof_stack = np.stack(
             [o.set_index("id").loc[keys["id"], task.columns].to_numpy(np.float64) for o in oofs]
@@ -228,9 +196,9 @@ def ensemble_runs(
         targets = task.encode(table.set_index("id").loc[keys["id"], "target"])
         folds = keys["fold"].to_numpy()
     if method == "rank":
-        test_stack = np.stack([_rank_table(t, task.kind) for t in test_stack])
+        test_stack = np.stack([task.rank_table(t) for t in test_stack])
         if oof_stack is not None:
-            oof_stack = np.stack([_rank_table(t, task.kind) for t in oof_stack])
+            oof_stack = np.stack([task.rank_table(t) for t in oof_stack])
 
     def fit(rows: np.ndarray) -> tuple[np.ndarray | None, Decision]:
         def score(values):
@@ -238,14 +206,14 @@ def ensemble_runs(
 
         if method == "weights":
             w = hill_climb(
-                oof_stack[:, rows], method, task.kind, score, metric.better,
+                oof_stack[:, rows], method, task, score, metric.better,
                 settings.hill_climb_steps,
             )  # fmt: skip
         else:
             w = fixed
         decision = Decision("none")
         if decide:
-            blended = blend(oof_stack[:, rows], method, task.kind, w)
+            blended = blend(oof_stack[:, rows], method, task, w)
             decision = fit_decision(task, metric, targets[rows], blended)
         return w, decision
 
@@ -253,7 +221,7 @@ def ensemble_runs(
     if oof_stack is not None:
         everything = np.ones(len(folds), dtype=bool)
         w, decision = fit(everything)
-        raw = blend(oof_stack, method, task.kind, w)
+        raw = blend(oof_stack, method, task, w)
         blended_oof = decision.apply(raw, task)
         report["cv_before_decision"] = metric.score(task, targets, raw)
         report["cv"] = metric.score(task, targets, blended_oof)
@@ -262,14 +230,12 @@ def ensemble_runs(
             for fold in np.unique(folds):
                 inner = folds != fold
                 w_f, d_f = fit(inner)
-                held_out[~inner] = d_f.apply(
-                    blend(oof_stack[:, ~inner], method, task.kind, w_f), task
-                )
+                held_out[~inner] = d_f.apply(blend(oof_stack[:, ~inner], method, task, w_f), task)
             report["cv_nested"] = metric.score(task, targets, held_out)
         elif not fitted:
             report["cv_nested"] = report["cv"]  # nothing was fitted on OOF
 
-    test_values = blend(test_stack, method, task.kind, w)
+    test_values = blend(test_stack, method, task, w)
     submitted = pd.DataFrame(decision.apply(test_values, task), columns=task.columns)
     submitted.insert(0, "id", sample_ids.to_numpy())
     path = write_submission(competition, submitted, task, name)
@@ -298,13 +264,12 @@ def ensemble_runs(
         **report,
         "submission": str(path),
     }
-    blend_dir = competition.root / "blends" / name
     if oof_stack is not None:
-        oof = pd.DataFrame(blend(oof_stack, method, task.kind, w), columns=task.columns)
-        write_csv(blend_dir / "oof.csv", pd.concat([keys.reset_index(drop=True), oof], axis=1))
+        oof = pd.DataFrame(blend(oof_stack, method, task, w), columns=task.columns)
+        write_csv(blend_dir / OOF_NAME, pd.concat([keys.reset_index(drop=True), oof], axis=1))
     write_json(blend_dir / "card.json", card)
     write_text(blend_dir / "card.md", blend_card_markdown(card))
-    return {"submission": str(path), "runs": runs, "blend_dir": str(blend_dir), **card}
+    return BlendCard.from_card(card, submission=path, blend_dir=blend_dir, runs=runs)
 
 
 def blend_card_markdown(card: dict) -> str:

@@ -14,39 +14,45 @@ import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
-from kit.config import load_config
-from kit.errors import ConfigError, KitError
-from kit.fileio import write_csv, write_json
+from kit.config import FoldMerge, ViewMerge, check_choice
+from kit.errors import KitError
+from kit.fileio import write_csv
 from kit.infer.merge import merge as merge_tables
 from kit.metrics import best_improvement
-
-# Images per forward pass on a CPU: past about this, activations fall out of cache and one big
-# batch of every view runs slower than several smaller ones (measured: benchmarks/tta.py).
-CPU_FORWARD_IMAGES = 64
+from kit.results import PredictResult
+from kit.run import Fold
 
 
-def _forward(model, x, views, mean, std, device, amp, task):
+def _forward(model, x, views, mean, std, device, amp, task, budget=None):
     """(B,C,H,W) unit floats on the device -> (n_views, B, task.num_outputs) activated outputs.
 
-    The views are made from the one decoded batch; on an accelerator they all go through the
-    model as one batch, on a CPU in groups of about CPU_FORWARD_IMAGES images.
+    The views are made from the one decoded batch. The V x B view-images go through the model in
+    passes sized by budget (kit.device.PassBudget: cache-sized on a CPU, memory-sized on an
+    accelerator, halved on out-of-memory); a pass may hold several views, or part of one.
     """
     import torch
 
-    from kit.device import autocast, normalise
-    from kit.infer.tta import make_views
+    from kit.device import PassBudget, autocast, normalise, run_in_passes
 
+    budget = budget or PassBudget(device)
     x = normalise(x, mean, std)  # views move pixels only, so normalising first is the same
-    per_pass = len(views) if device.type != "cpu" else max(1, CPU_FORWARD_IMAGES // len(x))
-    outputs = []
-    for start in range(0, len(views), per_pass):
+    n = len(x)
+
+    def forward(start: int, stop: int):
+        # view-major: item i is view i // n of image i % n
+        parts = [
+            views[v](x[max(start, v * n) - v * n : min(stop, (v + 1) * n) - v * n])
+            for v in range(start // n, (stop - 1) // n + 1)
+        ]
         with autocast(device, amp):
-            logits = model(make_views(x, views[start : start + per_pass]))
-        outputs.append(task.activate(logits))
-    return torch.cat(outputs).view(len(views), len(x), -1).cpu().numpy()
+            logits = model(parts[0] if len(parts) == 1 else torch.cat(parts))
+        return task.activate(logits)
+
+    outputs = run_in_passes(forward, len(views) * n, budget)
+    return torch.cat(outputs).view(len(views), n, -1).cpu().numpy()
 
 
-def select_views(names: list[str], oof_views: np.ndarray, score, better, how: str, kind: str):
+def select_views(names: list[str], oof_views: np.ndarray, score, better, how: str, task):
     """Greedy forward selection on OOF: start from identity (else the best view), then add the
     view that raises the merged OOF score most, while one does. Returns the chosen indices."""
     singles = [score(oof_views[i]) for i in range(len(names))]
@@ -61,7 +67,7 @@ def select_views(names: list[str], oof_views: np.ndarray, score, better, how: st
     best = singles[chosen[0]]
     while len(chosen) < len(names):
         trials = {
-            i: score(merge_tables(oof_views[chosen + [i]], how, kind))
+            i: score(merge_tables(oof_views[chosen + [i]], how, task))
             for i in range(len(names))
             if i not in chosen
         }
@@ -88,6 +94,26 @@ def parse_tta_option(text: str | None) -> tuple[list[str] | None, bool]:
     return views, False
 
 
+def finished_checkpoints(run_dir, table: pd.DataFrame, *, finished_only: bool = False) -> list:
+    """best.pt of every finished fold (result.json written); refuses a run with unfinished folds
+    (their best.pt is a half-trained model) unless finished_only."""
+    folds = sorted(table["fold"].unique().tolist())
+    finished = [k for k in folds if Fold(run_dir, k).finished]
+    unfinished = [k for k in folds if k not in finished]
+    run = run_dir.name
+    if not finished:
+        raise KitError(
+            f"run '{run}' has no finished fold in {run_dir}: finish it with "
+            f"`kit train --resume {run}`"
+        )
+    if unfinished and not finished_only:
+        raise KitError(
+            f"run '{run}' has unfinished fold(s) {unfinished} (finished: {finished}): finish it "
+            f"with `kit train --resume {run}`, or pass --finished-folds to use only those"
+        )
+    return [Fold(run_dir, k).best for k in finished]
+
+
 def predict_run(
     competition: Competition,
     run: str,
@@ -97,56 +123,72 @@ def predict_run(
     merge: str | None = None,
     fold_merge: str | None = None,
     progress: bool = True,
-) -> dict:
+    finished_only: bool = False,
+) -> PredictResult:
     """Write runs/<run>/test.csv, test_folds.csv and oof_tta.csv; return per-view and TTA OOF scores.
 
     The model, image size and transforms come from the run's config.toml (predict as the run was
-    trained); the [predict] settings come from the competition's kit.toml (and --set)."""
+    trained); the [predict] settings come from the competition's kit.toml (and --set). A run with
+    unfinished folds is refused unless finished_only, which predicts with its finished folds."""
     import torch
     from torch.utils.data import DataLoader
 
+    from kit.data.bench import resolve_workers
     from kit.data.cache import create_image_source
     from kit.data.dataset import ImageDataset
     from kit.data.folds import training_table
     from kit.data.layout import read_test_items
     from kit.data.transforms import create_transform
-    from kit.device import pick_device, to_unit_float
-    from kit.infer.tta import check_views, expand_views, parse_view
+    from kit.device import (
+        DevicePrefetcher,
+        PassBudget,
+        intra_op_threads,
+        pick_device,
+        set_threads,
+        to_unit_float,
+        worker_init,
+    )
+    from kit.infer.tta import expand_views, parse_view
+    from kit.infer.views import check_view_names
     from kit.metrics import get_metric
-    from kit.train.cv import read_metrics, score_oof
+    from kit.train.checkpoint import load_weights
+    from kit.train.cv import score_oof
     from kit.train.model import create_model, input_stats
 
     settings = competition.config.predict
     auto = settings.auto if auto is None else auto
     merge = merge or settings.merge
     fold_merge = fold_merge or settings.fold_merge
-    if merge not in ("mean", "gmean"):
-        raise ConfigError(f"predict.merge {merge!r} is unknown: use mean or gmean")
-    if fold_merge not in ("prob", "logit"):
-        raise ConfigError(f"predict.fold_merge {fold_merge!r} is unknown: use prob or logit")
+    check_choice("predict.merge", merge, ViewMerge)  # this call's values; kit.toml's are checked
+    check_choice("predict.fold_merge", fold_merge, FoldMerge)
+    check_view_names(tta or settings.tta, settings.forbid_views)
     names = expand_views(tta or settings.tta)
-    if not names:
-        raise ConfigError("predict.tta is empty: name at least one view, e.g. identity")
-    check_views(names, settings.forbid_views)
     views = [parse_view(v) for v in names]
 
-    run_dir = competition.run_dir(run)
-    config = load_config(run_dir / "config.toml")
-    checkpoints = sorted(run_dir.glob("fold*/best.pt"))
-    if not checkpoints:
-        raise KitError(f"run '{run}' has no fold checkpoints in {run_dir}: train it first")
+    opened = competition.run(run)
+    run_dir = opened.dir
+    config = opened.config
+    table, task = training_table(competition)
+    checkpoints = finished_checkpoints(run_dir, table, finished_only=finished_only)
     device = pick_device(config.train.device)
     amp = config.train.amp
-    table, task = training_table(competition)
     metric = get_metric(competition.config.metric.name, task.kind)
     test_items = read_test_items(competition)
     transform = create_transform(config.augment.valid, config.train.image_size, "augment.valid")
-    source = create_image_source(config, competition.root, table)  # as training decoded them
-    loader_args = {"batch_size": settings.batch_size, "num_workers": config.train.num_workers}
+    # as training decoded them (reduced JPEG decode where the valid pipeline resizes first)
+    source = create_image_source(config, competition.root, table, augment=config.augment.valid)
+    workers, _ = resolve_workers(config, competition.root, device)
+    set_threads(intra_op_threads(workers, 1, config.train.threads))
+    loader_args = {
+        "batch_size": settings.batch_size, "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "worker_init_fn": worker_init if workers > 0 else None,
+    }  # fmt: skip
+    budget = PassBudget(device)  # images per forward pass: sized to the device, halved on OOM
 
     models = []
     for checkpoint_path in checkpoints:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_weights(checkpoint_path, ("model", "task", "fold"))  # never unpickles
         if state["task"] != {"kind": task.kind, "classes": list(task.classes)}:
             raise KitError(f"{checkpoint_path} was trained on another task or classes: retrain")
         model = create_model(config.model, task.num_outputs, root=competition.root)
@@ -163,9 +205,9 @@ def predict_run(
             )
             mean, std = input_stats(model)
             start = 0
-            for images, _ in loader:
+            for images, _ in DevicePrefetcher(loader, device):
                 x = to_unit_float(images, device)
-                out = _forward(model, x, views, mean, std, device, amp, task)
+                out = _forward(model, x, views, mean, std, device, amp, task, budget)
                 oof_views[:, rows[start : start + len(images)]] = out
                 start += len(images)
             if progress:
@@ -180,7 +222,7 @@ def predict_run(
 
     view_scores = {name: score(oof_views[i]) for i, name in enumerate(names)}
     if auto:
-        chosen = select_views(names, oof_views, score, metric.better, merge, task.kind)
+        chosen = select_views(names, oof_views, score, metric.better, merge, task)
     else:
         chosen = list(range(len(names)))
     chosen_names = [names[i] for i in chosen]
@@ -194,38 +236,49 @@ def predict_run(
     )
     start = 0
     with torch.no_grad():
-        for images, _ in test_loader:
+        for images, _ in DevicePrefetcher(test_loader, device):
             x = to_unit_float(images, device)
             for k, (_, model) in enumerate(models):
                 mean, std = input_stats(model)
-                out = _forward(model, x, chosen_views, mean, std, device, amp, task)
-                test_folds[k, start : start + len(images)] = merge_tables(out, merge, task.kind)
+                out = _forward(model, x, chosen_views, mean, std, device, amp, task, budget)
+                test_folds[k, start : start + len(images)] = merge_tables(out, merge, task)
             start += len(images)
     if progress:
         print(f"test: {len(test_items)} images x {len(models)} fold(s) x {len(chosen)} view(s)")
 
-    test = pd.DataFrame(merge_tables(test_folds, space, task.kind), columns=task.columns)
+    test = pd.DataFrame(merge_tables(test_folds, space, task), columns=task.columns)
     test.insert(0, "id", test_items["id"].to_numpy())
-    write_csv(run_dir / "test.csv", test)
+    write_csv(opened.test_path, test)
     by_fold = pd.DataFrame(test_folds.reshape(-1, task.num_outputs), columns=task.columns)
     by_fold.insert(0, "fold", np.repeat([fold for fold, _ in models], len(test_items)))
     by_fold.insert(0, "id", np.tile(test_items["id"].to_numpy(), len(models)))
-    write_csv(run_dir / "test_folds.csv", by_fold)  # each fold alone: for diagnostics, benchmarks
+    write_csv(opened.test_folds_path, by_fold)  # each fold alone: for diagnostics, benchmarks
 
-    oof_merged = merge_tables(oof_views[chosen], merge, task.kind)[scored]
+    oof_merged = merge_tables(oof_views[chosen], merge, task)[scored]
     oof_tta = pd.concat([keys, pd.DataFrame(oof_merged, columns=task.columns)], axis=1)
-    write_csv(run_dir / "oof_tta.csv", oof_tta)
-    metrics = read_metrics(run_dir)
-    metrics.update(
-        {
-            "tta": chosen_names,
-            "tta_candidates": names,
-            "tta_auto": bool(auto),
-            "merge": merge,
-            "fold_merge": fold_merge,
-            "cv_tta": score_oof(competition, oof_tta, table, task)["cv"],
-            "cv_by_view": view_scores,
-        }
+    write_csv(opened.oof_tta_path, oof_tta)
+    metrics = opened.update_metrics(
+        tta=chosen_names,
+        tta_candidates=names,
+        tta_auto=bool(auto),
+        merge=merge,
+        fold_merge=fold_merge,
+        cv_tta=score_oof(competition, oof_tta, table, task)["cv"],
+        cv_by_view=view_scores,
     )
-    write_json(run_dir / "metrics.json", metrics)
-    return {"run": run, "test_csv": str(run_dir / "test.csv"), **metrics}
+    _refresh_report(competition, run)  # report.html gains the TTA section
+    from kit.workbench.track import track_scores
+
+    track_scores(competition, run, {"cv/tta": metrics["cv_tta"]})  # TensorBoard, MLflow
+    return PredictResult.from_metrics(run, opened.test_path, metrics)
+
+
+def _refresh_report(competition: Competition, run: str) -> None:
+    import warnings
+
+    from kit.report import write_run_report
+
+    try:
+        write_run_report(competition, run)
+    except Exception as error:  # a plotting failure must not fail a finished prediction
+        warnings.warn(f"report.html of run {run} not rewritten: {error}", stacklevel=2)

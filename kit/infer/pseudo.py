@@ -16,6 +16,7 @@ import pandas as pd
 from kit.competition import Competition
 from kit.errors import ConfigError, KitError
 from kit.fileio import write_csv, write_json
+from kit.run import check_prediction_ids, read_predictions
 
 
 def make_pseudo_labels(
@@ -27,38 +28,38 @@ def make_pseudo_labels(
     soft: bool = True,
 ) -> dict:
     """Write pseudo/<name>/labels.csv and stage1.json; return the counts and paths."""
-    import json
 
     from kit.data.folds import training_table
     from kit.data.layout import read_test_items
-    from kit.infer.ensemble import _check_ids, _read_table
 
+    out_dir = competition.pseudo_set_dir(name)
     if not 0 < threshold <= 1:
         raise KitError(f"--threshold {threshold}: give a probability in (0, 1], e.g. 0.9")
     if not runs:
         raise KitError("name at least one stage-1 run")
     table, task = training_table(competition)
-    if task.kind not in ("multiclass", "binary"):
+    if not task.single_label:
         raise ConfigError(
             f"pseudo-labels need a multiclass or binary task, not task.type {task.kind!r}"
         )
     test_items = read_test_items(competition)
     tests, oofs, hashes = [], [], set()
     for run in runs:
-        run_dir = competition.run_dir(run)
-        info = json.loads((run_dir / "run.json").read_text())
+        opened = competition.run(run)
+        info = opened.info
         if info["classes"] != list(task.classes):
             raise KitError(f"run '{run}' was trained on other classes than the data has now")
         hashes.add(info["folds_hash"])
-        test = _read_table(run_dir / "test.csv", task.columns, run)
-        _check_ids(run_dir / "test.csv", test["id"], test_items["id"], "sample_submission", run)
+        test = read_predictions(opened.test_path, task.columns, run)
+        check_prediction_ids(
+            opened.test_path, test["id"], test_items["id"], "sample_submission", run
+        )
         tests.append(test.set_index("id").loc[test_items["id"], task.columns].to_numpy())
         if soft:
-            oof_path = run_dir / "oof_tta.csv"
-            oof_path = oof_path if oof_path.exists() else run_dir / "oof.csv"
-            oofs.append(_read_table(oof_path, task.columns, run).set_index("id"))
+            oofs.append(read_predictions(opened.oof(), task.columns, run).set_index("id"))
     probs = np.mean(tests, axis=0)
-    confident = probs.max(axis=1) >= threshold
+    top = probs.max(axis=1)
+    confident = top >= threshold
     rows = test_items.loc[confident, ["id", "path"]].reset_index(drop=True)
     rows.insert(2, "source", "test")
     if soft:
@@ -70,7 +71,9 @@ def make_pseudo_labels(
             )
         ids = oofs[0].index
         for run, oof in zip(runs[1:], oofs[1:], strict=True):
-            _check_ids(f"runs/{run}/oof", oof.index.to_series(), ids.to_series(), runs[0], run)
+            check_prediction_ids(
+                f"runs/{run}/oof", oof.index.to_series(), ids.to_series(), runs[0], run
+            )
         oof_mean = np.mean([o.loc[ids, task.columns].to_numpy() for o in oofs], axis=0)
         train = table.set_index("id").loc[ids, ["path"]].reset_index()
         train.insert(2, "source", "train")
@@ -78,7 +81,11 @@ def make_pseudo_labels(
         rows = pd.concat([rows, train], ignore_index=True)
     else:
         rows["target"] = np.asarray(task.classes, dtype=object)[probs[confident].argmax(axis=1)]
-    out_dir = competition.root / "pseudo" / name
+    # relative to the competition folder, so the folder can move (or be copied to a kernel)
+    rows["path"] = [_relative(competition, path) for path in rows["path"]]
+    quantiles = {
+        f"q{int(q * 100)}": round(float(np.quantile(top, q)), 5) for q in CONFIDENCE_QUANTILES
+    }
     write_csv(out_dir / "labels.csv", rows)
     record = {
         "name": name,
@@ -88,9 +95,31 @@ def make_pseudo_labels(
         "test_images": int(confident.sum()),
         "test_total": len(test_items),
         "train_images": int((rows["source"] == "train").sum()),
+        "confidence_quantiles": quantiles,  # of the top probability over all test images
+        "confidence_max": round(float(top.max()), 5) if len(top) else None,
     }
     write_json(out_dir / "stage1.json", record)
-    return {**record, "labels_csv": str(out_dir / "labels.csv")}
+    warning = None
+    if not record["test_images"]:
+        warning = (
+            f"no test image reaches --threshold {threshold} (the most confident has "
+            f"{record['confidence_max']}); lower it, e.g. --threshold {quantiles['q90']} keeps "
+            "about a tenth of the test set"
+        )
+    return {**record, "labels_csv": str(out_dir / "labels.csv"), "warning": warning}
+
+
+CONFIDENCE_QUANTILES = (0.1, 0.5, 0.9, 0.99)  # of the test images' top probability
+
+
+def _relative(competition: Competition, path: str) -> str:
+    from pathlib import Path
+
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(competition.root).as_posix()
+    except ValueError:  # data linked in from elsewhere stays absolute
+        return str(resolved)
 
 
 def read_pseudo_labels(competition: Competition, name: str, task) -> dict:
@@ -98,7 +127,7 @@ def read_pseudo_labels(competition: Competition, name: str, task) -> dict:
     (soft rows, or one-hot rows of hard labels), training images' OOF soft labels, stage1.json."""
     import json
 
-    out_dir = competition.root / "pseudo" / name
+    out_dir = competition.pseudo_set_dir(name, "train.pseudo")
     labels_csv, stage1_json = out_dir / "labels.csv", out_dir / "stage1.json"
     if not labels_csv.exists() or not stage1_json.exists():
         raise ConfigError(
@@ -111,6 +140,15 @@ def read_pseudo_labels(competition: Competition, name: str, task) -> dict:
     if soft and not set(task.columns) <= set(rows.columns):
         raise KitError(f"{labels_csv} was made for other classes: run `kit pseudo` again")
     test = rows[rows["source"] == "test"].reset_index(drop=True)
+    test["path"] = [str(competition.root / path) for path in test["path"]]  # absolute stays
+    if test.empty:
+        import warnings
+
+        warnings.warn(
+            f"train.pseudo = {name!r}: {labels_csv} holds 0 pseudo-labelled test images, so stage "
+            "2 adds none; make the set again with a lower `kit pseudo --threshold`",
+            stacklevel=2,
+        )
     if soft:
         test_targets = test[task.columns].to_numpy(dtype=np.float32)
     else:

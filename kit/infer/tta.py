@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kit.errors import ConfigError
+from kit.infer.views import SIMPLE_VIEWS, check_views, expand_views, parse_spec
 
 SIMPLE = {
     "identity": lambda x: x,
@@ -24,6 +24,8 @@ SIMPLE = {
     "rot270": lambda x: torch.rot90(x, 3, (2, 3)),
     "antitranspose": lambda x: x.transpose(2, 3).flip(2).flip(3),  # the other diagonal
 }
+assert tuple(SIMPLE) == SIMPLE_VIEWS  # one grammar: kit/infer/views.py
+__all__ = ["check_views", "expand_views", "make_views", "parse_view"]
 
 
 def _shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -45,9 +47,6 @@ def _scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     return F.pad(resized, (left, w - nw - left, top, h - nh - top), mode="replicate")
 
 
-CROP_POSITIONS = ("c", "tl", "tr", "bl", "br")
-
-
 def _crop(x: torch.Tensor, position: str, side: float) -> torch.Tensor:
     h, w = x.shape[-2:]
     ch, cw = max(1, round(h * side)), max(1, round(w * side))
@@ -57,51 +56,16 @@ def _crop(x: torch.Tensor, position: str, side: float) -> torch.Tensor:
     return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def expand_views(views: list[str]) -> list[str]:
-    """Names with the fivecrop:S shorthand spelled out as its five crop views, duplicates dropped."""
-    expanded: list[str] = []
-    for view in views:
-        name, _, args = view.strip().partition(":")
-        parts = (
-            [f"crop:{p},{args}" for p in CROP_POSITIONS] if name == "fivecrop" else [view.strip()]
-        )
-        expanded += [p for p in parts if p not in expanded]
-    return expanded
-
-
-def check_views(views: list[str], forbidden: list[str], where: str = "predict.tta") -> None:
-    """Refuse a view the task forbids (by full name or by kind, e.g. 'shift' or 'hflip')."""
-    for view in views:
-        if view in forbidden or view.partition(":")[0] in forbidden:
-            raise ConfigError(
-                f"{where} view {view!r} is forbidden by predict.forbid_views "
-                f"({', '.join(forbidden)}): remove it from {where}"
-            )
-
-
 def parse_view(view: str):
     """The function for one view name, or a ConfigError naming the view and the choices."""
-    name, _, args = view.partition(":")
-    try:
-        if name in SIMPLE and not args:
-            return SIMPLE[name]
-        if name == "shift":
-            dx, dy = (int(v) for v in args.split(","))
-            return lambda x: _shift(x, dx, dy)
-        if name == "scale" and float(args) > 0:
-            factor = float(args)
-            return lambda x: _scale(x, factor)
-        position, _, side = args.partition(",")
-        if name == "crop" and position in CROP_POSITIONS and 0 < float(side) <= 1:
-            return lambda x: _crop(x, position, float(side))
-        if name == "fivecrop" and 0 < float(args) <= 1:
-            raise ConfigError(f"predict.tta view {view!r} stands for 5 views: expand_views first")
-    except ValueError:
-        pass
-    raise ConfigError(
-        f"predict.tta view {view!r} is unknown: use {', '.join(SIMPLE)}, shift:DX,DY, scale:S, "
-        "crop:POS,S (POS = c, tl, tr, bl, br; 0 < S <= 1) or fivecrop:S"
-    )
+    name, args = parse_spec(view)
+    if name in SIMPLE:
+        return SIMPLE[name]
+    if name == "shift":
+        return lambda x: _shift(x, *args)
+    if name == "scale":
+        return lambda x: _scale(x, *args)
+    return lambda x: _crop(x, *args)
 
 
 def make_views(x: torch.Tensor, views: list) -> torch.Tensor:

@@ -1,27 +1,70 @@
-"""Where submissions go: the local offline leaderboard, or Kaggle (competition.platform)."""
+"""Where data comes from and submissions go: competition.platform picks a Platform.
+
+- local (kit/platforms/local.py): an offline leaderboard on this machine (bundled examples);
+- kaggle (kit/platforms/kaggle.py): Kaggle, through its official client;
+- host (kit/platforms/host.py): a `kit host` competition server.
+
+Each is one class with the methods of `Platform`; PLATFORMS maps competition.platform to it, so
+adding a platform is one module and one line here. What every platform shares — validating a
+submission first, recording it with its runs — lives here, once.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from kit.competition import Competition
-from kit.errors import ConfigError
+from kit.config import PlatformName, choices
+from kit.errors import ConfigError, KitError
+from kit.results import SubmitResult
 
-PLATFORMS = ("local", "kaggle")
+if TYPE_CHECKING:
+    import pandas as pd
+
+# competition.platform -> "module:Class"; modules are imported only when their platform is used
+PLATFORMS = {
+    "local": "kit.platforms.local:LocalPlatform",
+    "kaggle": "kit.platforms.kaggle:KagglePlatform",
+    "host": "kit.platforms.host:HostPlatform",
+}
+assert tuple(PLATFORMS) == choices(PlatformName)  # kit.toml's choice list is this one
+
+Record = Callable[[dict], None]  # records an accepted submission (ledger, history)
 
 
-def _platform(competition: Competition) -> str:
-    platform = competition.config.competition.platform
-    if platform not in PLATFORMS:
-        raise ConfigError(
-            f"competition.platform {platform!r} is unknown: use one of {', '.join(PLATFORMS)}"
-        )
-    return platform
+class Platform(Protocol):
+    """What kit asks of a competition's platform."""
+
+    # True where record() runs before the submission counts (local): a failed record undoes it
+    counts_after_record: bool
+
+    def download(
+        self, *, force: bool, limit: int | None, progress: bool, replace_key: bool
+    ) -> dict: ...
+
+    def list_files(self) -> list[dict]: ...
+
+    def submit(self, file: Path, message: str, *, wait: bool, record: Record) -> dict:
+        """Submit a validated file; call record(result) once the platform accepted it (the
+        local platform calls it inside its transaction, so a failed record is not counted)."""
+        ...
+
+    def submit_kernel(
+        self, kernel: str, version: int | None, message: str, *, output: str, wait: bool
+    ) -> dict: ...
+
+    def submissions(self) -> pd.DataFrame: ...
+
+    def leaderboard(self, *, private: bool, top: int) -> pd.DataFrame: ...
 
 
-def kaggle_slug(competition: Competition) -> str:
-    """The Kaggle competition a kaggle-platform folder talks to (competition.source)."""
-    return competition.config.competition.source or competition.name
+def create_platform(competition: Competition) -> Platform:
+    """The Platform of competition.platform, bound to the competition."""
+    module, _, name = PLATFORMS[competition.config.competition.platform].partition(":")
+    return getattr(importlib.import_module(module), name)(competition)
 
 
 def submit(
@@ -33,29 +76,21 @@ def submit(
     runs: list[str] | None = None,
     kernel: str | None = None,
     version: int | None = None,
-) -> dict:
+) -> SubmitResult:
     """Validate file against sample_submission, then submit it to the competition's platform.
 
     With kernel ("OWNER/SLUG") and version, makes a code-competition submission of that kernel
     version instead (Kaggle only; file is then the name of the kernel's output, default
-    submission.csv). wait polls Kaggle until the submission is scored. Every accepted
+    submission.csv). wait polls the platform until the submission is scored. Every accepted
     submission is recorded in the ledger with the runs it came from.
     """
-    platform = _platform(competition)
+    platform = create_platform(competition)
     if kernel is not None:
-        if platform != "kaggle":
-            raise ConfigError(
-                '--kernel submits a Kaggle notebook: set competition.platform = "kaggle"'
-            )
-        from kit.platforms import kaggle
-
         output = Path(file).name if file else "submission.csv"
-        result = kaggle.submit_code(
-            kaggle_slug(competition), kernel, version, message, output_file=output, wait=wait
-        )
+        result = platform.submit_kernel(kernel, version, message, output=output, wait=wait)
         runs = runs if runs is not None else _runs_behind_kernel(competition, kernel)
         record_submission(competition, result, message=message, runs=runs, kernel=kernel)
-        return result
+        return SubmitResult.from_platform(result)
 
     from kit.submission import check_submission
 
@@ -64,32 +99,41 @@ def submit(
     file = Path(file)
     check_submission(competition, file)
     runs = runs if runs is not None else _runs_behind(competition, file)
-    if platform == "kaggle":
-        from kit.platforms import kaggle
 
-        result = kaggle.submit(kaggle_slug(competition), file, message, wait=wait)
-    else:
-        from kit.platforms.local import LocalLeaderboard
+    def record(result: dict) -> None:
+        import sqlite3
 
-        board = LocalLeaderboard()
         try:
-            result = board.submit(competition.name, file, message)
-        finally:
-            board.close()
-    record_submission(competition, result, message=message, runs=runs, file=file)
-    return result
+            record_submission(competition, result, message=message, runs=runs, file=file)
+        except (OSError, sqlite3.Error) as error:
+            detail = getattr(error, "strerror", None) or error
+            outcome = (
+                "so it was not counted: make the competition folder writable and submit again"
+                if platform.counts_after_record
+                else "but the platform has it: make the folder writable; `kit submissions` lists it"
+            )
+            raise KitError(
+                f"could not record the submission in {competition.submissions_dir} or "
+                f"{competition.runs_dir} ({detail}), {outcome}"
+            ) from None
+
+    return SubmitResult.from_platform(platform.submit(file, message, wait=wait, record=record))
 
 
 def _runs_behind(competition: Competition, file: Path) -> list[str]:
     """The runs a submission came from, as far as kit can tell: submissions/<run>.csv."""
-    return [file.stem] if (competition.runs_dir / file.stem / "config.toml").exists() else []
+    from kit.run import known_runs
+
+    return [file.stem] if file.stem in known_runs(competition) else []
 
 
 def _runs_behind_kernel(competition: Competition, kernel: str) -> list[str]:
     """The run a kernel packages, from kernels/<slug>/dataset/kit-kernel.json when built here."""
     import json
 
-    marker = competition.root / "kernels" / kernel.split("/")[-1] / "dataset" / "kit-kernel.json"
+    from kit.kernel import MARKER
+
+    marker = competition.kernels_dir / kernel.split("/")[-1] / "dataset" / MARKER
     try:
         return [json.loads(marker.read_text())["run"]]
     except (OSError, ValueError, KeyError):
@@ -142,49 +186,16 @@ def record_submission(
 
 
 def list_files(competition: Competition) -> list[dict]:
-    """A Kaggle competition's data files (name, size, creation_date), without downloading."""
-    if _platform(competition) != "kaggle":
-        raise ConfigError(
-            f"{competition.name} is a local competition: only Kaggle competitions list files"
-        )
-    from kit.platforms import kaggle
-
-    return kaggle.list_files(kaggle_slug(competition))
+    """The competition's data files (name, size, creation_date), without downloading."""
+    return create_platform(competition).list_files()
 
 
-def submissions(competition: Competition):
+def submissions(competition: Competition) -> pd.DataFrame:
     """Your submissions with their scores, newest first, as a table."""
-    import pandas as pd
-
-    if _platform(competition) == "kaggle":
-        from kit.platforms import kaggle
-
-        return pd.DataFrame(kaggle.submissions(kaggle_slug(competition)))
-    from kit.platforms.local import LocalLeaderboard, team_name
-
-    board = LocalLeaderboard()
-    try:
-        history = board.history(competition.name, team_name())
-    finally:
-        board.close()
-    return history.iloc[::-1].reset_index(drop=True)
+    return create_platform(competition).submissions()
 
 
 def leaderboard(competition: Competition, *, private: bool = False, top: int = 20):
-    """The competition's leaderboard as a table (private scores: the host's view).
-
-    On Kaggle: the top rows of the public board, plus your team's row (you = True) below them.
-    """
-    if _platform(competition) == "kaggle":
-        import pandas as pd
-
-        from kit.platforms import kaggle
-
-        return pd.DataFrame(kaggle.leaderboard(kaggle_slug(competition), top=top))
-    from kit.platforms.local import LocalLeaderboard
-
-    board = LocalLeaderboard()
-    try:
-        return board.leaderboard(competition.name, private=private)
-    finally:
-        board.close()
+    """The competition's leaderboard as a table (private scores: the host's view, where the
+    platform allows it). On Kaggle: the top rows, plus your team's row (you = True) below."""
+    return create_platform(competition).leaderboard(private=private, top=top)

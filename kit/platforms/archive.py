@@ -33,10 +33,10 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "has an absolute path"
     if ".." in PurePosixPath(name).parts:
         return "has a '..' component"
-    kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode lives in the high 16 bits
-    if kind == stat.S_IFLNK:
+    file_type = stat.S_IFMT(info.external_attr >> 16)  # Unix mode lives in the high 16 bits
+    if file_type == stat.S_IFLNK:
         return "is a symlink"
-    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: written without a file type
+    if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: written without a file type
         return "is not a regular file"
     return None
 

@@ -6,19 +6,23 @@ prediction path can read the answers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import hashlib
+import io
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kit.errors import KitError, LimitError
-from kit.fileio import kit_home
+from kit.errors import ConfigError, KitError, LimitError
+from kit.fileio import kit_home, private_dir
 from kit.metrics import get_metric
+from kit.submission import normalise_labels
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS competitions (
@@ -36,6 +40,9 @@ CREATE TABLE IF NOT EXISTS submissions (
 """
 
 
+KEY_COLUMNS = ("metric", "daily_limit", "id_column", "target_column", "answers_sha256", "root")
+
+
 def leaderboard_path() -> Path:
     return kit_home() / "leaderboard.sqlite"
 
@@ -44,17 +51,66 @@ def team_name() -> str:
     return os.environ.get("KIT_TEAM") or getpass.getuser()
 
 
+def answers_digest(rows: list[tuple]) -> str:
+    """sha256 of an answer key's (id, target, usage) rows, in id order."""
+    text = "\n".join(f"{i}\t{t}\t{u}" for i, t, u in sorted(rows))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _private_file(path: Path) -> None:
+    """Create path as 0600 (or make it so): the answer key is for the host's eyes only."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
 class LocalLeaderboard:
-    """Host and player side of offline competitions in one database."""
+    """Host and player side of offline competitions in one database.
+
+    The database and its folder are private (0600 in a 0700 folder). A submission's limit check
+    and its INSERT are one `BEGIN IMMEDIATE` transaction, so concurrent submissions cannot pass
+    the daily limit together; registering over an existing answer key is refused unless the host
+    asks for it (replace=True), so no download can silently raise a limit or swap another key.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = path or leaderboard_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        self.db.executescript(SCHEMA)
+        private_dir(self.path.parent)
+        _private_file(self.path)
+        # autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE), never implicitly
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA busy_timeout = 60000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(competitions)")}
+            for column in ("answers_sha256", "root"):
+                if column not in have:  # a database from before these columns
+                    self.db.execute(f"ALTER TABLE competitions ADD COLUMN {column} TEXT")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction, holding the write lock from its first statement."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> LocalLeaderboard:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def register(
         self,
@@ -65,21 +121,86 @@ class LocalLeaderboard:
         daily_limit: int,
         id_column: str = "id",
         target_column: str = "label",
-    ) -> None:
-        """Store (or replace) a competition's answer key: columns id, target, usage."""
+        root: Path | str | None = None,
+        replace: bool = False,
+    ) -> bool:
+        """Store a competition's answer key (columns id, target, usage); True when written.
+
+        Registering the same key again is a no-op. A different key, limit, metric or folder for
+        a name that is registered already is refused unless replace (a host's explicit act)."""
         if get_metric(metric).from_labels is None:
             raise KitError(
                 f"metric {metric!r} needs probabilities; the local leaderboard scores labels"
             )
+        rows = [(str(i), str(t), u) for i, t, u in answers[["id", "target", "usage"]].values]
+        digest = answers_digest(rows)
+        where = str(Path(root).resolve()) if root is not None else None
+        wanted = (metric, int(daily_limit), id_column, target_column, digest, where)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        rows = [(name, str(i), str(t), u) for i, t, u in answers[["id", "target", "usage"]].values]
-        with self.db:
+        with self._transaction():
+            known = self._key_changes(name, wanted)
+            if known is not None and not replace:
+                changes, same = known
+                if changes:
+                    raise self._registered_error(name, changes)
+                if same:
+                    return False  # the same key again
             self.db.execute(
-                "INSERT OR REPLACE INTO competitions VALUES (?, ?, ?, ?, ?, ?)",
-                (name, metric, daily_limit, id_column, target_column, now),
+                "INSERT OR REPLACE INTO competitions (name, metric, daily_limit, id_column,"
+                " target_column, created_at, answers_sha256, root)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, metric, int(daily_limit), id_column, target_column, now, digest, where),
             )
             self.db.execute("DELETE FROM answers WHERE competition = ?", (name,))
-            self.db.executemany("INSERT INTO answers VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT INTO answers VALUES (?, ?, ?, ?)", [(name, *row) for row in rows]
+            )
+        return True
+
+    def check_registration(
+        self, name: str, *, metric: str, daily_limit: int, id_column: str, target_column: str,
+        root: Path | str | None, answers_change: bool = False,
+    ) -> None:  # fmt: skip
+        """Before data is rebuilt: refuse what register would refuse (answers_change: the
+        rebuild will give other answers)."""
+        where = str(Path(root).resolve()) if root is not None else None
+        digest = "(changing)" if answers_change else None
+        known = self._key_changes(
+            name, (metric, int(daily_limit), id_column, target_column, digest, where)
+        )
+        if known is not None and known[0]:
+            raise self._registered_error(name, known[0])
+
+    def _key_changes(self, name: str, wanted: tuple) -> tuple[list[str], bool] | None:
+        """(what a registration would change of name's key, whether its answers are the same);
+        None when name is not registered. Other answers count as a change once submissions are
+        scored; before that the folder may rebuild its data (another --limit)."""
+        existing = self.db.execute(
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM competitions WHERE name = ?", (name,)
+        ).fetchone()
+        if existing is None:
+            return None
+        changes = [
+            f"{column} {old!r} -> {new!r}"
+            for column, old, new in zip(KEY_COLUMNS, existing, wanted, strict=True)
+            if old is not None and new is not None and old != new and column != "answers_sha256"
+        ]
+        digest = wanted[4]
+        same = digest is None or existing[4] == digest
+        if not same:
+            (scored,) = self.db.execute(
+                "SELECT COUNT(*) FROM submissions WHERE competition = ?", (name,)
+            ).fetchone()
+            if scored:
+                changes.append(f"other answers, while {scored} submission(s) are scored")
+        return changes, same
+
+    def _registered_error(self, name: str, changes: list[str]) -> KitError:
+        return KitError(
+            f"competition '{name}' is registered in {self.path} already "
+            f"({'; '.join(changes)}): replacing an answer key or its limit is the host's act: "
+            "`kit download --force --replace-key`, or use another competition.name"
+        )
 
     def has(self, name: str) -> bool:
         query = "SELECT 1 FROM competitions WHERE name = ?"
@@ -106,20 +227,36 @@ class LocalLeaderboard:
         ).fetchone()
         return count
 
-    def submit(self, name: str, file: Path, message: str, team: str | None = None) -> dict:
-        """Score a validated submission file; return its id and public score (private kept)."""
+    def _limit_error(self, name: str, team: str, daily_limit: int) -> LimitError:
+        return LimitError(
+            f"daily limit of {daily_limit} submissions to '{name}' reached for team '{team}': "
+            "try again after 00:00 UTC (competition.daily_limit sets it for new competitions)"
+        )
+
+    def submit(
+        self,
+        name: str,
+        file: Path,
+        message: str,
+        team: str | None = None,
+        *,
+        on_accepted: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Score a validated submission file; return its id and public score (private kept).
+
+        The limit check and the INSERT are one transaction. on_accepted(result) runs inside it,
+        before the commit: the submission counts only if what it records succeeds too."""
         metric_name, daily_limit, id_column, target_column = self._competition(name)
         team = team or team_name()
-        if self.submissions_today(name, team) >= daily_limit:
-            raise LimitError(
-                f"daily limit of {daily_limit} submissions to '{name}' reached for team '{team}': "
-                "try again after 00:00 UTC (competition.daily_limit sets it for new competitions)"
-            )
+        if self.submissions_today(name, team) >= daily_limit:  # cheap early refusal
+            raise self._limit_error(name, team, daily_limit)
         data = Path(file).read_bytes()
-        submission = pd.read_csv(file, dtype=str)
+        submission = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
         answers = pd.read_sql_query(
             "SELECT id, target, usage FROM answers WHERE competition = ?", self.db, params=(name,)
         )
+        integers = bool(answers["target"].str.fullmatch(r"-?\d+").all())
+        submission[target_column] = normalise_labels(submission[target_column], integers)
         merged = answers.merge(
             submission[[id_column, target_column]], left_on="id", right_on=id_column, how="left"
         )
@@ -129,7 +266,10 @@ class LocalLeaderboard:
             part = merged[merged["usage"] == usage]
             scores[usage] = _label_score(metric, part["target"], part[target_column])
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self.db:
+        with self._transaction():
+            done = self.submissions_today(name, team)
+            if done >= daily_limit:
+                raise self._limit_error(name, team, daily_limit)
             cursor = self.db.execute(
                 "INSERT INTO submissions (competition, team, submitted_at, message, file_name,"
                 " file_sha256, public_score, private_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -138,15 +278,18 @@ class LocalLeaderboard:
                     scores["Public"], scores["Private"],
                 ),
             )  # fmt: skip
-        return {
-            "id": cursor.lastrowid,
-            "competition": name,
-            "team": team,
-            "metric": metric_name,
-            "public_score": scores["Public"],
-            "submitted_at": now,
-            "remaining_today": daily_limit - self.submissions_today(name, team),
-        }
+            result = {
+                "id": cursor.lastrowid,
+                "competition": name,
+                "team": team,
+                "metric": metric_name,
+                "public_score": scores["Public"],
+                "submitted_at": now,
+                "remaining_today": daily_limit - done - 1,
+            }
+            if on_accepted is not None:
+                on_accepted(result)
+        return result
 
     def leaderboard(self, name: str, *, private: bool = False) -> pd.DataFrame:
         """Each team's best submission by public score (as Kaggle ranks before the reveal)."""
@@ -183,3 +326,50 @@ def _label_score(metric, y_true: pd.Series, y_pred: pd.Series) -> float:
     if metric.name == "qwk":
         true, pred = true.astype(float), np.array([float(p) if p else np.nan for p in pred])
     return float(metric.from_labels(true, pred))
+
+
+class LocalPlatform:
+    """An offline competition on this machine: a bundled example's data, and the leaderboard in
+    $KIT_HOME/leaderboard.sqlite, which holds the answer key out of the competition's reach."""
+
+    counts_after_record = True  # record() runs inside the INSERT's transaction
+
+    def __init__(self, competition):
+        self.competition = competition
+
+    def download(self, *, force: bool, limit: int | None, progress: bool, replace_key: bool):
+        from kit.data.download import build_example
+
+        source = self.competition.config.competition.source
+        if not source.startswith("example:"):
+            raise ConfigError(
+                'competition.source in kit.toml is empty: set it to "example:digits", or to a '
+                'Kaggle slug with competition.platform = "kaggle"; data you already have needs '
+                "no download: copy it under data/ (or scaffold with `kit new NAME --data PATH`)"
+            )
+        return build_example(
+            self.competition, source.removeprefix("example:"), force=force, limit=limit,
+            replace_key=replace_key,
+        )  # fmt: skip
+
+    def list_files(self) -> list[dict]:
+        raise ConfigError(
+            f"{self.competition.name} is a local competition: only Kaggle and kit host "
+            "competitions list their files"
+        )
+
+    def submit(self, file: Path, message: str, *, wait: bool, record) -> dict:
+        with LocalLeaderboard() as board:
+            return board.submit(self.competition.name, file, message, on_accepted=record)
+
+    def submit_kernel(self, kernel, version, message, *, output, wait) -> dict:
+        raise ConfigError('--kernel submits a Kaggle notebook: set competition.platform = "kaggle"')
+
+    def submissions(self) -> pd.DataFrame:
+        with LocalLeaderboard() as board:
+            history = board.history(self.competition.name, team_name())
+        return history.iloc[::-1].reset_index(drop=True)
+
+    def leaderboard(self, *, private: bool, top: int) -> pd.DataFrame:
+        with LocalLeaderboard() as board:
+            return board.leaderboard(self.competition.name, private=private)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 from pathlib import Path
 
@@ -13,9 +12,11 @@ import pandas as pd
 from kit.competition import Competition
 from kit.config import dump_toml
 from kit.data.folds import folds_hash, training_table
-from kit.errors import ConfigError, KitError
+from kit.errors import ConfigError, Interrupted, KitError
 from kit.fileio import append_jsonl, write_csv, write_json, write_text
 from kit.metrics import get_metric
+from kit.results import TrainResult
+from kit.run import Fold, Run
 from kit.task import Task
 
 
@@ -36,7 +37,16 @@ def git_commit(path: Path) -> str:
 
 
 # what may differ when a run is resumed: how it is predicted, submitted or loaded, not trained
-RESUME_IGNORES = {"competition", "predict", "submission", "kernel", ("train", "num_workers")}
+RESUME_IGNORES = {
+    "competition",
+    "predict",
+    "submission",
+    "kernel",
+    ("train", "num_workers"),
+    ("train", "threads"),  # how fast this machine runs it, like num_workers
+    "sweep",  # the search space of `kit sweep`, not a training setting
+    "track",  # where metrics are logged
+}
 
 
 def config_changes(before: dict, after: dict) -> list[str]:
@@ -54,24 +64,22 @@ def config_changes(before: dict, after: dict) -> list[str]:
 
 def check_resumable(competition: Competition, run: str, table: pd.DataFrame) -> Path:
     """The run's folder, if its config and folds are what this call would train with."""
-    from kit.config import load_config
-
-    run_dir = competition.run_dir(run)
-    before = load_config(run_dir / "config.toml").to_dict()
+    opened = competition.run(run)
+    before = opened.config.to_dict()
     changes = config_changes(before, competition.config.to_dict())
     if changes:
         raise KitError(
             f"--resume {run}: the config changed since the run started ({'; '.join(changes)}): "
             "restore kit.toml or pass the same --set values, or train a new run with --name"
         )
-    info = json.loads((run_dir / "run.json").read_text())
+    info = opened.info
     current = folds_hash(table)
     if info.get("folds_hash") != current:
         raise KitError(
             f"--resume {run}: folds.csv changed since the run started (folds hash "
             f"{info.get('folds_hash')} -> {current}): restore folds.csv or train a new run"
         )
-    return run_dir
+    return opened.dir
 
 
 def train_run(
@@ -81,22 +89,65 @@ def train_run(
     folds: list[int] | None = None,
     progress: bool = True,
     resume: bool = False,
-) -> dict:
+    nproc: int = 1,
+    parallel: str | None = None,
+    cluster: str | None = None,
+    echo=None,
+    on_fold=None,
+    runner=None,
+) -> TrainResult:
     """Train every fold (or the listed ones) into runs/<run>/; return metrics.json's content.
 
     resume: continue runs/<run>/ — finished folds are skipped, an interrupted fold continues
-    from its last.pt. Under torchrun every rank calls this; rank 0 writes the files.
+    from its last.pt. nproc: DDP ranks through torchrun (kit/train/ddp.py), every rank trains
+    each fold and rank 0 writes the files. parallel ("auto" or N) / cluster (a Ray address):
+    folds side by side (kit/cluster.py); runner: such a scheduler built by the caller.
+    on_fold(summary): called on rank 0 after each fold finishes (`kit sweep` prunes there).
+    echo(line): what the user must know (images skipped), and with progress the schedulers'
+    progress lines; None prints nothing.
     """
+    from kit.train import ddp
+
+    if resume and not run:
+        raise KitError("--resume needs the run's name: kit train --resume RUN")
+    if competition.config.data.skip_bad and echo is not None and not ddp.inside_rank():
+        from kit.data.folds import bad_training_images
+
+        bad = bad_training_images(competition)
+        shown = f": {', '.join(bad)}" if 0 < len(bad) <= 3 else ""
+        echo(f"skipping {len(bad)} undecodable image(s){shown}")
+    if nproc > 1 and not ddp.inside_rank():
+        if parallel or cluster:
+            raise KitError(
+                "--nproc splits one fold over DDP ranks; --parallel/--cluster train folds "
+                "side by side: choose one"
+            )
+        name = run or default_run_name(competition)
+        return ddp.launch_run(
+            competition, name, nproc=nproc, folds=folds, resume=resume, progress=progress
+        )
+    if runner is None and (parallel or cluster):
+        from kit.cluster import create_runner
+
+        shown = echo if progress else None
+        with create_runner(competition, parallel=parallel, cluster=cluster, echo=shown) as r:
+            return _train_run(competition, run, folds=folds, progress=progress, resume=resume,
+                              on_fold=on_fold, runner=r)  # fmt: skip
+    return _train_run(competition, run, folds=folds, progress=progress, resume=resume,
+                      on_fold=on_fold, runner=runner)  # fmt: skip
+
+
+def _train_run(competition, run, *, folds, progress, resume, on_fold, runner) -> TrainResult:
+    """train_run in this process (one torchrun rank, or the only process)."""
     import torch
 
     from kit.train import ddp
-    from kit.train.loop import train_fold
-    from kit.train.recipe import check_recipe
+    from kit.train.recipe import check_components
 
     config = competition.config
     table, task = training_table(competition)
     get_metric(config.metric.name, task.kind)  # a metric that cannot score the task fails now
-    check_recipe(config.train)
+    check_components(config)  # model name and pipelines, before anything is written
     pseudo = _pseudo_labels(competition, task)
     all_folds = sorted(table["fold"].unique().tolist())
     chosen = all_folds if folds is None else sorted(set(folds))
@@ -111,15 +162,21 @@ def train_run(
     else:
         run = run or default_run_name(competition)
         run_dir = competition.run_dir(run, must_exist=False)
-        if (run_dir / "config.toml").exists():
+        if Run(competition, run).exists and not Run(competition, run).is_dead:
             raise KitError(
                 f"run '{run}' exists in {run_dir}: choose another --name, or --resume {run}"
             )
-    device = ddp.setup(config.train.device)
-    log_path = run_dir / "log.jsonl"
+    # everything a late error could come from is built and checked before runs/<run>/ exists,
+    # so a mistake in kit.toml never leaves a dead run folder that blocks the name
+    preflight(competition, table, task)
+    # a runner's folds pick their device where they run (the driver may have no GPU)
+    device = runner.device if runner is not None else ddp.setup(config.train.device)
+    log_path = Run(competition, run).log_path
+    lock = None
+    if main:
+        lock = Run(competition, run).claim(new=not resume)
     if main and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.toml", dump_toml(config.to_dict()))
+        write_text(Run(competition, run).config_path, dump_toml(config.to_dict()))
         info = {
             "run": run,
             "model": config.model.name,
@@ -133,38 +190,78 @@ def train_run(
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "stage1": pseudo["stage1"] if pseudo else None,  # the runs its pseudo-labels came from
         }
-        write_json(run_dir / "run.json", info)
+        Run(competition, run).write_info(info)
         append_jsonl(log_path, {"event": "start", **info})
     elif main:
         append_jsonl(log_path, {"event": "resume", "folds": chosen})
     ddp.barrier()
+    tracker = None
+    if main:  # TensorBoard event files always, MLflow when [track] mlflow is set
+        from kit.workbench.track import open_tracker
 
-    for fold in chosen:
-        fold_dir = run_dir / f"fold{fold}"
-        if resume and (fold_dir / "result.json").exists():
-            continue  # finished before the interruption
-        valid = table["fold"] == fold
-        train_items, train_targets = table[~valid].reset_index(drop=True), None
-        if pseudo:
-            from kit.infer.pseudo import stage2_targets
+        tracker = open_tracker(competition, run_dir, new=not resume)
+    try:
+        _train_folds(competition, run, run_dir, table, task, chosen, device, log_path,
+                     pseudo=pseudo, progress=progress, resume=resume, tracker=tracker,
+                     on_fold=on_fold, runner=runner)  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"training of run '{run}' interrupted: continue it with "
+            f"`kit train -C {competition.root} --resume {run}`"
+        ) from None
+    finally:
+        if tracker is not None:
+            tracker.close(finished=False)  # no-op when training ended and closed it
+        if lock is not None:
+            lock.close()  # releases the flock
+    metrics = Run(competition, run).metrics
+    ddp.cleanup()
+    return TrainResult.from_metrics(run, run_dir, metrics)
 
-            weight = config.train.pseudo_weight
-            train_items, train_targets = stage2_targets(task, train_items, pseudo, weight)
-        result = train_fold(
-            config, fold, train_items, table[valid].reset_index(drop=True),
-            task, fold_dir, device, root=competition.root, log_path=log_path,
-            progress=progress, resume=resume, train_targets=train_targets,
+
+def _say_machine_fit(competition, device) -> None:
+    """One line on how the run uses this machine: loader workers and torch threads per rank."""
+    from kit.data.bench import resolve_workers
+    from kit.device import intra_op_threads
+    from kit.progress import echo
+    from kit.train import ddp
+
+    t, world = competition.config.train, ddp.rank_and_world()[1]
+    workers, why = resolve_workers(competition.config, competition.root, device, world)
+    threads = intra_op_threads(workers, world, t.threads, load_aware=not t.deterministic)
+    echo(f"{device}: {world} rank(s), {workers} loader worker(s) each ({why}), "
+         f"{threads} torch thread(s) each")  # fmt: skip
+
+
+def _train_folds(competition, run, run_dir, table, task, chosen, device, log_path, *,
+                 pseudo, progress, resume, tracker=None, on_fold=None, runner=None) -> None:  # fmt: skip
+    """Train the chosen folds of run_dir, then assemble its OOF, metrics, ledger row and report."""
+    from kit.progress import RunProgress
+    from kit.train import ddp
+
+    config = competition.config
+    main = ddp.is_main()
+    todo = [k for k in chosen if not (resume and Fold(run_dir, k).finished)]
+    if runner is not None:  # kit.cluster: each fold is train_one_fold in a child or a Ray task
+        for summary in runner(competition, run_dir, todo):  # as the folds finish
+            if tracker is not None:
+                tracker.fold(summary)
+            if on_fold is not None:
+                on_fold(summary)
+        todo = []
+    run_progress = RunProgress(run, todo, config.train.epochs, enabled=progress and main)
+    if progress and main and todo:
+        _say_machine_fit(competition, device)
+    for fold in todo:
+        summary = train_one_fold(
+            competition, run_dir, table, task, fold, device, log_path, pseudo=pseudo,
+            progress=progress, resume=resume, run_progress=run_progress, tracker=tracker,
         )  # fmt: skip
         if main:
-            frame = pd.DataFrame(result.probs, columns=task.columns)
-            frame.insert(0, "fold", fold)
-            frame.insert(0, "id", table.loc[valid, "id"].to_numpy())
-            write_csv(fold_dir / "oof.csv", frame)
-            summary = {"fold": fold, "score": result.score, "epoch": result.epoch,
-                       "seconds": round(result.seconds, 3), "epochs_run": len(result.history)}  # fmt: skip
-            write_json(fold_dir / "result.json", summary)  # written last: the fold is done
-            (fold_dir / "last.pt").unlink(missing_ok=True)  # resume skips the fold; best.pt stays
-            append_jsonl(log_path, {"event": "fold", **summary})
+            if tracker is not None:
+                tracker.fold(summary)
+            if on_fold is not None:
+                on_fold(summary)
         ddp.barrier()
 
     if main:
@@ -173,10 +270,72 @@ def train_run(
             log_path, {"event": "end", "cv": metrics["cv"], "complete": metrics["complete"]}
         )
         finish_run(competition, run_dir)
+        if tracker is not None:
+            cv = {f"cv/{metrics['metric']}": metrics["cv"], "cv/std": metrics["cv_std"]}
+            tracker.scalars(cv)
+            tracker.close(finished=metrics["complete"])
     ddp.barrier()
-    metrics = read_metrics(run_dir)
-    ddp.cleanup()
-    return {"run": run, "run_dir": str(run_dir), **metrics}
+
+
+def train_one_fold(competition, run_dir, table, task, fold, device, log_path, *, pseudo,
+                   progress, resume, run_progress=None, tracker=None) -> dict | None:  # fmt: skip
+    """Train one fold into run_dir/fold<k>/ (oof.csv, result.json); rank 0 returns its summary.
+
+    The one body a fold runs through, here or in a kit.cluster child process or Ray task.
+    """
+    import torch
+
+    from kit.train import ddp
+    from kit.train.loop import train_fold
+
+    config = competition.config
+    fold_files = Fold(run_dir, fold)
+    fold_dir = fold_files.dir
+    valid = table["fold"] == fold
+    train_items, train_targets = table[~valid].reset_index(drop=True), None
+    if pseudo:
+        from kit.infer.pseudo import stage2_targets
+
+        weight = config.train.pseudo_weight
+        train_items, train_targets = stage2_targets(task, train_items, pseudo, weight)
+    result = train_fold(
+        config, fold, train_items, table[valid].reset_index(drop=True),
+        task, fold_dir, device, root=competition.root, log_path=log_path,
+        progress=progress, resume=resume, train_targets=train_targets,
+        run_progress=run_progress, on_epoch=tracker.epoch if tracker else None,
+    )  # fmt: skip
+    if not ddp.is_main():
+        return None
+    frame = pd.DataFrame(result.probs, columns=task.columns)
+    frame.insert(0, "fold", fold)
+    frame.insert(0, "id", table.loc[valid, "id"].to_numpy())
+    write_csv(fold_files.oof_path, frame)
+    # threads: CPU float sums depend on them, so a run is reproducible only at the same count
+    summary = {"fold": fold, "score": result.score, "epoch": result.epoch,
+               "seconds": round(result.seconds, 3), "epochs_run": len(result.history),
+               "threads": torch.get_num_threads()}  # fmt: skip
+    write_json(fold_files.result_path, summary)  # written last: the fold is done
+    fold_files.last.unlink(missing_ok=True)  # resume skips the fold; best.pt stays
+    append_jsonl(log_path, {"event": "fold", **summary})
+    return summary
+
+
+def preflight(competition: Competition, table: pd.DataFrame, task: Task) -> None:
+    """Build what training builds beyond check_components (image source, the model with its
+    pretrained file, the optimiser) once, so that a late error fails before the run exists."""
+    import torch
+
+    from kit.data.cache import create_image_source
+    from kit.train.model import create_model
+
+    config = competition.config
+    t = config.train
+    create_image_source(config, competition.root, table, cache=False)
+    model = create_model(config.model, task.num_outputs, root=competition.root)
+    try:
+        torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"train.lr / train.weight_decay: {error}") from None
 
 
 def _pseudo_labels(competition: Competition, task: Task) -> dict | None:
@@ -184,7 +343,7 @@ def _pseudo_labels(competition: Competition, task: Task) -> dict | None:
     t = competition.config.train
     if not t.pseudo:
         return None
-    if task.kind not in ("multiclass", "binary"):
+    if not task.single_label:
         raise ConfigError(f"train.pseudo needs a multiclass or binary task, not {task.kind!r}")
     if t.balance != "none" or competition.config.data.bbox_columns:
         raise ConfigError(
@@ -201,15 +360,16 @@ def _pseudo_labels(competition: Competition, task: Task) -> dict | None:
 def assemble_run(competition: Competition, run_dir: Path, table: pd.DataFrame, task: Task) -> dict:
     """oof.csv and metrics.json from every finished fold; `complete` once all folds exist."""
     all_folds = sorted(table["fold"].unique().tolist())
-    done = [k for k in all_folds if (run_dir / f"fold{k}" / "result.json").exists()]
+    run = Run(competition, run_dir.name)
+    done = run.finished_folds(all_folds)
     if not done:
         raise KitError(f"{run_dir} has no finished fold yet: kit train --resume {run_dir.name}")
-    results = [json.loads((run_dir / f"fold{k}" / "result.json").read_text()) for k in done]
-    frames = [pd.read_csv(run_dir / f"fold{k}" / "oof.csv", dtype={"id": str}) for k in done]
+    results = [run.fold(k).result() for k in done]
+    frames = [pd.read_csv(run.fold(k).oof_path, dtype={"id": str}) for k in done]
     oof_frame = pd.concat(frames, ignore_index=True)
     order = table.loc[table["fold"].isin(done), "id"]  # folds.csv's row order, as before
     oof_frame = oof_frame.set_index("id").loc[order].reset_index()
-    write_csv(run_dir / "oof.csv", oof_frame)
+    write_csv(run.oof_path, oof_frame)
     metrics = score_oof(competition, oof_frame, table, task)
     scores = [r["score"] for r in results]
     metrics.update(
@@ -218,12 +378,13 @@ def assemble_run(competition: Competition, run_dir: Path, table: pd.DataFrame, t
             "fold_ids": done,
             "best_epochs": [r["epoch"] for r in results],
             "cv_std": float(np.std(scores)),
+            "threads": [r.get("threads") for r in results],  # torch threads per fold
             "seconds": round(sum(r["seconds"] for r in results), 1),
             "complete": len(done) == len(all_folds),
             "missing_folds": sorted(set(all_folds) - set(done)),
         }
     )
-    write_json(run_dir / "metrics.json", metrics)
+    run.write_metrics(metrics)
     return metrics
 
 
@@ -238,7 +399,8 @@ def finish_run(competition: Competition, run_dir: Path) -> None:
     try:
         write_run_report(competition, run_dir.name)
     except Exception as error:  # a plotting failure must not fail a run whose files are written
-        warnings.warn(f"{run_dir / 'report.html'} not written: {error}", stacklevel=2)
+        report = Run(competition, run_dir.name).report_path
+        warnings.warn(f"{report} not written: {error}", stacklevel=2)
 
 
 def score_oof(
@@ -248,25 +410,9 @@ def score_oof(
     metric = get_metric(competition.config.metric.name, task.kind)
     targets = task.encode(table.set_index("id").loc[predictions["id"], "target"])
     values = predictions[task.columns].to_numpy()
-    decided = task.decide(values)
-    if task.kind == "multilabel":
-        per_class = {
-            str(c): float(np.mean(decided[targets[:, i] == 1, i])) if targets[:, i].any() else None
-            for i, c in enumerate(task.classes)
-        }
-    else:
-        truth = task.encode(pd.Series(task.classes)) if task.kind == "ordinal" else None
-        per_class = {}
-        for i, c in enumerate(task.classes):
-            code = truth[i] if truth is not None else i
-            rows = targets == code
-            per_class[str(c)] = float(np.mean(decided[rows] == code)) if rows.any() else None
+    per_class = task.per_class_recall(targets, task.decide(values))
     return {
         "metric": metric.name,
         "cv": metric.score(task, targets, values),
         "per_class": per_class,
     }
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())

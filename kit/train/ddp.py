@@ -1,19 +1,25 @@
 """DDP through torchrun: the same code path on one process, one machine or many.
 
-`kit train --nproc N` starts `python -m torch.distributed.run` with N copies of `kit train`; each
-copy reads RANK / WORLD_SIZE from the environment, trains on its shard of every batch and gathers
-validation predictions so the metric is computed over the whole fold. Rank 0 writes every file.
+`train_run(..., nproc=N)` (`kit train --nproc N`) starts `python -m torch.distributed.run` with N
+ranks of this module's entry point; each rank reads RANK / WORLD_SIZE from the environment, trains
+on its shard of every batch and gathers validation predictions so the metric is computed over the
+whole fold. Rank 0 writes every file; each rank reports its result or error through a file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from kit.errors import KitError
+from kit.fileio import write_json
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -83,22 +89,97 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, kit_args: list[str], *, echo=print) -> None:
-    """Run `kit <kit_args>` on nproc local ranks through torchrun; a rank's error becomes ours."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "kit", *kit_args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "KIT_LAUNCHED": "1"}  # fmt: skip
-    process = subprocess.run(command, stderr=subprocess.PIPE, text=True, env=env)
-    if process.returncode == 0:
-        return
-    errors = [line for line in process.stderr.splitlines() if line.startswith("Error: ")]
-    if errors:
-        raise KitError(errors[0].removeprefix("Error: "))
-    # a rank that died without a KitError: show what it said (a C++ what(), a Python error)
-    said = [line.strip() for line in process.stderr.splitlines()
-            if "what():" in line or "Error:" in line or "Exception:" in line]  # fmt: skip
+REPORT_PREFIX = "rank"  # <spec dir>/rank<k>.json: what rank k returned, or its error
+
+
+def inside_rank() -> bool:
+    """True in a process torchrun started (its ranks train; the launcher waits)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def launch_run(
+    competition, run: str, *, nproc: int, folds: list[int] | None, resume: bool, progress: bool
+) -> dict:
+    """train_run on nproc local ranks through torchrun; rank 0's result, or a rank's error.
+
+    Each rank reports through <spec dir>/rank<k>.json (never through its output), so a
+    KitError on any rank becomes the same one-line KitError here.
+    """
+    competition.runs_dir.mkdir(parents=True, exist_ok=True)
+    spec_dir = Path(tempfile.mkdtemp(prefix=".ddp-", dir=competition.runs_dir))
+    try:
+        spec = {
+            "root": str(competition.root),
+            "config": competition.config.to_dict(),
+            "run": run,
+            "folds": folds,
+            "resume": resume,
+            "progress": progress,
+        }
+        write_json(spec_dir / "job.json", spec)
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "kit.train.ddp",
+            str(spec_dir),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        process = subprocess.run(command, stderr=subprocess.PIPE, text=True, env=env)
+        reports = {
+            int(path.stem.removeprefix(REPORT_PREFIX)): json.loads(path.read_text())
+            for path in spec_dir.glob(f"{REPORT_PREFIX}*.json")
+        }
+    finally:
+        shutil.rmtree(spec_dir, ignore_errors=True)
+    failed = [reports[k] for k in sorted(reports) if "error" in reports[k]]
+    if failed:
+        raise KitError(failed[0]["error"])
+    if process.returncode == 0 and 0 in reports:
+        from kit.results import TrainResult
+
+        result = reports[0]["result"]
+        return TrainResult.from_metrics(result.pop("run"), result.pop("run_dir"), result)
+    # a rank that died without reporting (a signal, a C++ abort): show what it said
+    said = [
+        line.strip()
+        for line in process.stderr.splitlines()
+        if "what():" in line or "Error:" in line or "Exception:" in line
+    ]
     tail = " | ".join(said[:3] or process.stderr.strip().splitlines()[-3:])
     raise KitError(f"torchrun with --nproc {nproc} failed (exit {process.returncode}): {tail}")
+
+
+def _rank_main(spec_dir: Path) -> int:
+    """One torchrun rank: train_run as the launcher asked, then report to rank<k>.json."""
+    from kit.competition import Competition
+    from kit.config import config_from_dict
+    from kit.train.cv import train_run
+
+    rank = rank_and_world()[0]
+    report = spec_dir / f"{REPORT_PREFIX}{rank}.json"
+    spec = json.loads((spec_dir / "job.json").read_text())
+    try:
+        competition = Competition(Path(spec["root"]), config_from_dict(spec["config"]))
+        result = train_run(
+            competition,
+            spec["run"],
+            folds=spec["folds"],
+            resume=spec["resume"],
+            progress=spec["progress"] and rank == 0,
+        )
+    except KitError as error:
+        write_json(report, {"error": str(error)})
+        return error.exit_code
+    except BaseException as error:
+        write_json(report, {"error": f"rank {rank} failed: {type(error).__name__}: {error}"})
+        raise
+    write_json(report, {"result": result.to_dict() if rank == 0 else None})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_rank_main(Path(sys.argv[1])))

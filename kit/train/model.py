@@ -12,21 +12,28 @@ from kit.errors import ConfigError
 HUB_PREFIXES = ("hf-hub:", "hf_hub:", "timm/")
 
 
+def check_model_name(name: str) -> None:
+    """A timm architecture name, never a hub reference; a ConfigError with the closest names."""
+    import timm
+
+    if name.startswith(HUB_PREFIXES):
+        raise ConfigError(
+            f"model.name {name!r} would download from a hub: use a timm architecture "
+            "name and a local model.pretrained_file"
+        )
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
+        raise ConfigError(f"model.name {name!r} is not a timm model: {hint}")
+
+
 def create_model(settings: ModelSection, num_classes: int, root: Path | None = None):
     """A timm model with a fresh num_classes head; never downloads from a hub."""
     # a hub lookup on a machine without internet hangs on retries: make any attempt fail at once
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import timm
 
-    if settings.name.startswith(HUB_PREFIXES):
-        raise ConfigError(
-            f"model.name {settings.name!r} would download from a hub: use a timm architecture "
-            "name and a local model.pretrained_file"
-        )
-    if not timm.is_model(settings.name):
-        close = difflib.get_close_matches(settings.name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
-        raise ConfigError(f"model.name {settings.name!r} is not a timm model: {hint}")
+    check_model_name(settings.name)
     kwargs = {"num_classes": num_classes, "drop_rate": settings.drop_rate}
     if not settings.pretrained_file:
         return timm.create_model(settings.name, pretrained=False, **kwargs)
@@ -41,8 +48,9 @@ def create_model(settings: ModelSection, num_classes: int, root: Path | None = N
         return timm.create_model(
             settings.name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
         )
-    except RuntimeError as error:
+    except Exception as error:  # a foreign or hostile file (timm reads it weights-only)
         detail = weights_mismatch(timm.create_model(settings.name, **kwargs), path) or str(error)
+        detail = " ".join(detail.split()) or type(error).__name__
         raise ConfigError(
             f"model.pretrained_file {path} does not fit {settings.name}: {detail[:400]}; "
             "give weights of this architecture or set model.name to theirs"

@@ -7,28 +7,21 @@ import math
 import numpy as np
 import torch
 
-from kit.errors import ConfigError
 
-SCHEDULES = ("cosine", "onecycle")
-BALANCES = ("none", "sampler", "loss")
+def check_components(config) -> None:
+    """What kit.toml names that only timm and albumentations can judge: checked before a run exists.
 
+    The model name must be a timm architecture; every pipeline (augment.train, augment.valid,
+    data.preprocess) must build, with no unknown transform or argument. Types, choices and ranges
+    are checked earlier, when kit.toml is loaded (kit/config.py).
+    """
+    from kit.data.transforms import build_steps
+    from kit.train.model import check_model_name
 
-def check_recipe(t) -> None:
-    """Refuse settings the loop cannot honour, naming the field."""
-    if t.schedule not in SCHEDULES:
-        raise ConfigError(f"train.schedule {t.schedule!r} is unknown: use {' or '.join(SCHEDULES)}")
-    if t.balance not in BALANCES:
-        raise ConfigError(
-            f"train.balance {t.balance!r} is unknown: use one of {', '.join(BALANCES)}"
-        )
-    for name in ("epochs", "batch_size", "accumulate"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} is {getattr(t, name)}: it must be at least 1")
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise ConfigError(f"train.ema_decay {t.ema_decay} must be in [0, 1): 0 turns EMA off")
-    for name in ("mixup_alpha", "cutmix_alpha", "clip_grad_norm", "label_smoothing", "lr"):
-        if getattr(t, name) < 0:
-            raise ConfigError(f"train.{name} is {getattr(t, name)}: it cannot be negative")
+    check_model_name(config.model.name)
+    build_steps(config.augment.train, "augment.train")
+    build_steps(config.augment.valid, "augment.valid")
+    build_steps(config.data.preprocess, "data.preprocess")
 
 
 def create_scheduler(optimizer, t, steps_per_epoch: int):

@@ -1,0 +1,102 @@
+"""Folds side by side: `--parallel 2` against a sequential run, and what a fold costs on Ray.
+
+    python benchmarks/parallel.py [--images 1797] [--epochs 4] [--folds 5] [--no-ray]
+
+1. speed-up: the same 5-fold run trained sequentially (one process, train.threads = the cores)
+   and with `--parallel 2` (two child processes, each pinned to half the cores, train.threads =
+   half: threads split).
+   Goal >= 1.6x on 2 cores: one small model cannot keep two cores busy, two folds can.
+2. Ray overhead: a local Ray with 1 CPU (started in this process) trains the run's folds one
+   after another as Ray tasks (train.threads = 1), against the same folds in-process at 1 thread;
+   (Ray seconds - in-process seconds) / folds is the scheduling overhead per fold: the storage
+   check, the worker's start and imports, shipping the config, re-reading the fold table.
+   Goal <= 2 s. Ray's own start-up (ray.init) is not counted: a cluster outlives many runs.
+
+The last line is `speedup=<sequential seconds / parallel seconds>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def build(images: int, epochs: int, folds: int):
+    from kit.competition import new_competition
+    from kit.data.download import download
+
+    root = Path(tempfile.mkdtemp(prefix="kit-parallel-"))
+    os.environ.setdefault("KIT_HOME", str(root / "home"))
+    competition = new_competition("digits", root, example="digits")
+    download(competition, limit=images if images < 1797 else None)
+    return competition.root, [f"train.epochs={epochs}", f"folds.n_splits={folds}",
+                              "train.device=cpu"]  # fmt: skip
+
+
+def timed_run(root: Path, overrides: list[str], name: str, runner=None) -> float:
+    """Seconds of train_run, including the runner's start (its children's imports) and end."""
+    import contextlib
+
+    from kit.competition import Competition
+    from kit.train.cv import train_run
+
+    competition = Competition.load(root, overrides)
+    started = time.perf_counter()
+    with runner(competition) if runner else contextlib.nullcontext() as scheduler:
+        train_run(competition, name, progress=False, runner=scheduler)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1797)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--no-ray", action="store_true", help="Skip the Ray overhead figure.")
+    args = parser.parse_args()
+
+    from kit.cluster import WARM_MODULES, RayRunner, create_runner, local_ray_auth, short_temp_dir
+    from kit.competition import Competition
+    from kit.data.folds import make_folds
+    from kit.device import usable_cores
+
+    for module in WARM_MODULES:  # the driver's imports are not what is measured
+        __import__(module)
+    root, base = build(args.images, args.epochs, args.folds)
+    make_folds(Competition.load(root, base))
+    cores = usable_cores()
+    print(f"cores={cores} folds={args.folds} epochs={args.epochs} images={args.images}")
+
+    if not args.no_ray:  # first, while the machine is as fresh as it will be for the others
+        import ray
+
+        one = [*base, "train.threads=1"]
+        config = Competition.load(root, one).config
+        local_ray_auth()
+        ray.init(num_cpus=1, include_dashboard=False, _temp_dir=short_temp_dir(),
+                 log_to_driver=False, configure_logging=False)  # fmt: skip
+        try:
+            on_ray = timed_run(root, one, "ray1", lambda c: RayRunner(config, "auto"))
+        finally:
+            ray.shutdown()
+        in_process = timed_run(root, one, "seq1")
+        per_fold = (on_ray - in_process) / args.folds
+        print(f"ray_1cpu_seconds={on_ray:.1f} in_process_1thread_seconds={in_process:.1f}")
+        print(f"ray_overhead_per_fold_seconds={per_fold:.2f}")
+
+    # threads fixed, not load-aware: the sequential run takes every core, each of 2 children half
+    whole, half = [*base, f"train.threads={cores}"], [*base, f"train.threads={max(1, cores // 2)}"]
+    sequential = timed_run(root, whole, "seq")
+    parallel = timed_run(root, half, "par2", lambda c: create_runner(c, parallel="2"))
+    print(f"sequential_seconds={sequential:.1f} parallel2_seconds={parallel:.1f}")
+    print(f"speedup={sequential / parallel:.2f}")
+
+
+if __name__ == "__main__":
+    main()

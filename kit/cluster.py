@@ -1,0 +1,801 @@
+"""Folds as jobs: side by side on one machine (`--parallel`) or as Ray tasks (`--cluster`).
+
+A run is still created and assembled by kit.train.cv.train_run in this process (the driver); a
+runner only decides where each fold trains. Every fold goes through the same body,
+cv.train_one_fold, whether it runs here, in a child process or in a Ray worker, so oof.csv,
+metrics.json and the ledger row are those of a sequential run at the same torch thread count.
+
+Storage: the competition folder must be on storage every node sees at the same path (checked at
+start: each node writes a marker the driver must read back). Workers write their fold's files
+where a local run would; nothing is sent back through Ray. Why: recovery needs a fold's last.pt
+to outlive the worker (and the node) that wrote it, so a retried task, or a later
+`kit train --resume RUN --cluster ...`, continues from the last optimiser step; checkpoints are
+the largest artefacts and shipping them through the object store would cost the driver's memory;
+and the driver follows progress by reading the run's log.jsonl as it grows.
+
+Faults: a child process or Ray worker killed mid-fold (kill -9, a dead node) is started again
+and resumes from last.pt; a fold that fails with a KitError stops the run with that one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.errors import ConfigError, KitError
+from kit.run import LOG_NAME, Fold
+
+# what every fold process needs, wherever it runs: an offline albumentations, no Ray telemetry
+FOLD_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+# what a fold imports, lazily or not: a --parallel child imports it before its first fold
+WARM_MODULES = ("kit.train.cv", "kit.train.loop", "kit.data.transforms", "timm", "albumentations")
+RETRIES = 2  # times a fold whose process was killed is started again (it resumes from last.pt)
+POLL_SECONDS = 0.25  # how often the driver looks at its folds and at log.jsonl
+MARKERS_DIR = ".cluster-check"  # runs/<run>/.cluster-check/<node>.txt: the shared-storage check
+CHECK_TIMEOUT = 120.0  # seconds the shared-storage check may take (a worker per node starts)
+MAX_SOCKET_PATH = 107 - 60  # Ray's session dir adds about 60 chars to a unix socket's path
+
+Echo = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# one fold, wherever it runs
+
+
+def run_fold_job(root: str | Path, run: str, fold: int, *, config: dict | None = None,
+                 device: str | None = None, where: str = "", attempt: int = 1) -> dict:  # fmt: skip
+    """Train fold `fold` of the existing run `run` (resuming from its last.pt); its summary.
+
+    config: the run's resolved config (a Ray task ships it); None reads runs/<run>/config.toml.
+    device: overrides train.device (a child pinned to one GPU sees it as "cuda").
+    """
+    from kit.competition import Competition
+    from kit.config import config_from_dict, load_config
+    from kit.data.folds import training_table
+    from kit.device import pick_device
+    from kit.fileio import append_jsonl
+    from kit.run import CONFIG_NAME
+    from kit.train import cv
+
+    root = Path(root)
+    run_dir = root / "runs" / run
+    if not run_dir.is_dir():
+        raise KitError(
+            f"{run_dir} not found on {where or socket.gethostname()}: put the competition folder "
+            "on storage every node mounts at the same path"
+        )
+    resolved = (
+        config_from_dict(config) if config is not None else load_config(run_dir / CONFIG_NAME)
+    )
+    if device:
+        resolved.train.device = device
+    competition = Competition(root=root, config=resolved)
+    table, task = training_table(competition)
+    pseudo = cv._pseudo_labels(competition, task)
+    torch_device = pick_device(resolved.train.device)
+    log_path = run_dir / LOG_NAME
+    fold_files = Fold(run_dir, fold)
+    with fold_lock(fold_files.dir):  # a worker of a killed driver may still train it: wait
+        if fold_files.finished:
+            return fold_files.result()  # it finished meanwhile
+        resumed = fold_files.last.exists()
+        start = {"event": "fold_start", "fold": fold, "where": where or socket.gethostname(),
+                 "pid": os.getpid(), "device": str(torch_device), "attempt": attempt,
+                 "resumed": resumed}  # fmt: skip
+        append_jsonl(log_path, start)
+        return cv.train_one_fold(
+            competition, run_dir, table, task, fold, torch_device, log_path, pseudo=pseudo,
+            progress=False, resume=True,  # resume: a retried fold continues from its last.pt
+        )  # fmt: skip
+
+
+FOLD_LOCK = ".train.lock"  # fold<k>/.train.lock: flock held by the process training the fold
+
+
+@contextlib.contextmanager
+def fold_lock(fold_dir: Path) -> Iterator[None]:
+    """Hold the fold's flock; the kernel frees it when its holder dies, even by SIGKILL."""
+    import fcntl
+
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with open(fold_dir / FOLD_LOCK, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kit.cluster ROOT [--device D] [--where W]`: a --parallel child.
+
+    It imports what training needs, then reads `RUN FOLD ATTEMPT` lines on stdin and trains each
+    fold, answering one JSON line per fold (`{"fold": k}`, or `{"fold": k, "error": "..."}` for a
+    KitError); EOF ends it.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kit.cluster")
+    parser.add_argument("root")
+    parser.add_argument("--device", default="")
+    parser.add_argument("--where", default="")
+    parser.add_argument("--cores", default="", help="CPU cores to run on, e.g. 0,1")
+    parser.add_argument("--parent", type=int, default=0, help="the driver's pid: die with it")
+    args = parser.parse_args(argv)
+    if args.cores:  # before torch is imported: its thread pool sizes itself from this mask
+        os.sched_setaffinity(0, [int(core) for core in args.cores.split(",")])
+    if args.parent:
+        die_with_parent(args.parent)
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # a stray print goes to the worker log, never into the answers
+    import importlib
+
+    for module in WARM_MODULES:  # while the driver still checks and creates the run
+        importlib.import_module(module)
+
+    for line in sys.stdin:
+        run, fold, attempt = line.split()
+        fold, attempt = int(fold), int(attempt)
+        try:
+            run_fold_job(args.root, run, fold, device=args.device or None,
+                         where=args.where, attempt=attempt)  # fmt: skip
+            answers.write(json.dumps({"fold": fold}) + "\n")
+        except KitError as error:
+            print(f"Error: {error}", file=sys.stderr, flush=True)
+            answers.write(json.dumps({"fold": fold, "error": str(error)}) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the run-level view: every fold's progress, read from log.jsonl as the workers append to it
+
+
+class ClusterProgress:
+    """Tails runs/<run>/log.jsonl and prints one line per fold start, epoch and fold end:
+    fold k/N, where it runs, its epoch, and an ETA for the whole run."""
+
+    def __init__(self, run_dir: Path, folds: list[int], epochs: int, metric: str, slots: int,
+                 echo: Echo | None) -> None:  # fmt: skip
+        self.run_dir, self.folds, self.epochs, self.metric = run_dir, list(folds), epochs, metric
+        self.slots = max(1, slots)
+        self.echo = echo
+        self.offset = (run_dir / LOG_NAME).stat().st_size if (run_dir / LOG_NAME).exists() else 0
+        self.started = time.monotonic()
+        self.where: dict[int, str] = {}
+        self.epochs_done: dict[int, int] = {}
+        self.finished: set[int] = set()
+        self.epoch_seconds: list[float] = []
+
+    def eta(self) -> float:
+        if not self.epoch_seconds:
+            return float("nan")
+        left = sum(
+            self.epochs - self.epochs_done.get(k, 0) for k in self.folds if k not in self.finished
+        )
+        running = min(self.slots, max(1, len(self.folds) - len(self.finished)))
+        return sum(self.epoch_seconds) / len(self.epoch_seconds) * left / running
+
+    def line(self, fold: int, text: str) -> str:
+        from kit.progress import duration
+
+        position = self.folds.index(fold) + 1 if fold in self.folds else 0
+        eta = self.eta()
+        tail = f", ETA {duration(eta)}" if eta == eta else ""  # nan until an epoch has ended
+        return (
+            f"{self.run_dir.name}: fold {position}/{len(self.folds)} (fold {fold}) on "
+            f"{self.where.get(fold, '?')}: {text} [{len(self.finished)}/{len(self.folds)} done, "
+            f"{duration(time.monotonic() - self.started)} elapsed{tail}]"
+        )
+
+    def poll(self) -> list[str]:
+        """Read the events appended since the last poll; print and return their lines."""
+        path = self.run_dir / LOG_NAME
+        if not path.exists():
+            return []
+        with open(path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for the next poll
+        self.offset += len(complete)
+        lines = []
+        for raw in complete.splitlines():
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            text = self._event(event)
+            if text:
+                lines.append(text)
+                if self.echo is not None:
+                    self.echo(text)
+        return lines
+
+    def _event(self, event: dict) -> str | None:
+        fold, name = event.get("fold"), event.get("event")
+        if fold is None or fold not in self.folds:
+            return None
+        if name == "fold_start":
+            self.where[fold] = f"{event['where']} pid {event['pid']} ({event['device']})"
+            again = f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""
+            how = "resumed from last.pt" if event.get("resumed") else "started"
+            return self.line(fold, f"{how}{again}")
+        if name == "epoch":
+            self.epochs_done[fold] = event["epoch"]
+            self.epoch_seconds.append(float(event.get("seconds") or 0.0))
+            score = event.get(self.metric)
+            shown = f" {self.metric} {score:.4f}" if isinstance(score, float) else ""
+            return self.line(fold, f"epoch {event['epoch']}/{self.epochs}{shown}")
+        if name == "fold":
+            self.finished.add(fold)
+            return self.line(
+                fold, f"done, {self.metric} {event['score']:.4f} at epoch {event['epoch']}"
+            )
+        return None
+
+
+def read_summary(run_dir: Path, fold: int) -> dict:
+    return Fold(run_dir, fold).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# --parallel: a child process per device or per CPU slot
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one child trains: CPU cores it is pinned to, and the GPU it sees (if any)."""
+
+    index: int
+    cores: tuple[int, ...]  # sched_setaffinity set; torch threads = len(cores) unless train.threads
+    gpu: str = ""  # CUDA_VISIBLE_DEVICES for the child; "" trains on the CPU
+
+    def describe(self) -> str:
+        cores = f"cores {','.join(map(str, self.cores))}" if self.cores else "all cores"
+        return (
+            f"slot {self.index} (gpu {self.gpu}, {cores})"
+            if self.gpu
+            else f"slot {self.index} ({cores})"
+        )
+
+
+def parse_parallel(text: str | int) -> int:
+    """'auto' -> 0 (decide from the devices), 'N' -> N >= 1."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return 0
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise KitError(f"--parallel {text!r}: give auto or a number of folds at once, e.g. 2")
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The CUDA devices this machine would train on for train.device, as CUDA_VISIBLE_DEVICES ids."""
+    if not (device == "auto" or device.startswith("cuda")):
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        if device.startswith("cuda"):
+            raise ConfigError(
+                f"train.device {device!r} asks for cuda but none is available: set it to auto or cpu"
+            )
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [part.strip() for part in listed.split(",") if part.strip()] if listed else []
+    return ids or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def plan_slots(parallel: str | int, device: str, threads: int, folds: int,
+               cores: list[int] | None = None, gpus: list[str] | None = None) -> list[Slot]:  # fmt: skip
+    """Up to `parallel` slots (auto: one per GPU, else cores ÷ train.threads), never more than
+    the folds to train; the cores are split evenly so the children do not fight for them."""
+    from kit.device import usable_cores
+
+    wanted = parse_parallel(parallel)
+    if cores is None:
+        try:
+            cores = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = list(range(usable_cores()))
+    gpus = visible_gpus(device) if gpus is None else gpus
+    if wanted == 0:
+        wanted = len(gpus) if gpus else max(1, len(cores) // max(1, threads))
+    n = max(1, min(wanted, folds))
+    share = len(cores) // n
+    slots = []
+    for i in range(n):
+        # pin only when each slot gets a core of its own and train.threads fits in it
+        pinned = tuple(cores[i * share:(i + 1) * share]) if share and threads <= share else ()  # fmt: skip
+        slots.append(Slot(i, pinned, gpus[i % len(gpus)] if gpus else ""))
+    return slots
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when the driver dies (PR_SET_PDEATHSIG), so a killed driver
+    leaves no child training; a driver already gone ends it now."""
+    with contextlib.suppress(Exception):  # not Linux: the driver's finally still stops children
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit(1)
+
+
+class _Child:
+    """One slot's child process: reads `RUN FOLD ATTEMPT` lines, answers a JSON line per fold.
+
+    It starts (and imports torch, timm, albumentations) before the run exists, while the driver
+    checks and creates the run, so those imports overlap instead of delaying the first fold.
+    """
+
+    def __init__(self, root: Path, slot: Slot) -> None:
+        import queue
+        import threading
+
+        self.slot = slot
+        self.current: tuple[int, int] | None = None  # (fold, attempt) being trained
+        self.said: deque[str] = deque(maxlen=400)  # its stderr, kept for the worker log
+        self.log: Path | None = None  # where close() appends what it said, once a run exists
+        command = [sys.executable, "-m", "kit.cluster", str(root), "--parent", str(os.getpid()),
+                   "--where", f"{socket.gethostname()} {slot.describe()}"]  # fmt: skip
+        if slot.cores:
+            command += ["--cores", ",".join(map(str, slot.cores))]
+        env = {**os.environ, **FOLD_ENV}
+        if slot.gpu:
+            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+            command += ["--device", "cuda"]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, text=True, bufsize=1,
+        )  # fmt: skip
+        self.answers: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            with contextlib.suppress(ValueError):
+                self.answers.put(json.loads(line))
+
+    def _listen(self) -> None:
+        for line in self.process.stderr:
+            self.said.append(line.rstrip("\n"))
+
+    def last_error(self) -> str:
+        """Its `Error: ...` line, else the last lines it wrote."""
+        lines = list(self.said)
+        errors = [line.removeprefix("Error: ") for line in lines if line.startswith("Error: ")]
+        return errors[-1] if errors else " | ".join(line.strip() for line in lines[-3:])
+
+    def give(self, run: str, fold: int, attempt: int) -> None:
+        self.current = (fold, attempt)
+        self.process.stdin.write(f"{run} {fold} {attempt}\n")
+        self.process.stdin.flush()
+
+    def end_input(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.process.stdin.close()  # end of work: the child exits by itself
+
+    def close(self, log: Path | None = None, grace: float = 5.0) -> None:
+        log = log or self.log
+        self.end_input()
+        try:
+            self.process.wait(timeout=grace if self.current is None else 0)
+        except subprocess.TimeoutExpired:
+            _stop(self.process, grace)  # still training (an error elsewhere, Ctrl-C): stop it
+        if log is not None and self.said:
+            with open(log, "a") as handle:
+                handle.write("\n".join(self.said) + "\n")
+
+
+class LocalRunner:
+    """Trains the folds of a run in child processes, one per slot, each slot's folds in turn
+    (a child imports torch once and trains fold after fold, as a sequential run does).
+
+    Used as a context manager, the children start on entry, before the run is created.
+    """
+
+    def __init__(self, config, parallel: str | int = "auto", *, root: Path | None = None,
+                 echo: Echo | None = None, retries: int = RETRIES) -> None:  # fmt: skip
+        self.config = config
+        self.parallel = parallel
+        self.root = root
+        self.echo = echo
+        self.retries = retries
+        self.threads = int(getattr(config.train, "threads", 0) or 0)
+        self.gpus = visible_gpus(config.train.device)
+        self.device = "cuda" if self.gpus else config.train.device.replace("auto", "cpu")
+        parse_parallel(parallel)  # a bad --parallel fails before the run exists
+        self.children: dict[int, _Child] = {}
+
+    def slots(self, folds: int) -> list[Slot]:
+        return plan_slots(self.parallel, self.config.train.device, self.threads, folds,
+                          gpus=self.gpus)  # fmt: skip
+
+    def __enter__(self) -> LocalRunner:
+        if self.root is not None:  # warm: one child per slot of a whole k-fold run
+            for slot in self.slots(self.config.folds.n_splits):
+                self.children[slot.index] = _Child(self.root, slot)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for child in self.children.values():
+            child.close()
+        self.children.clear()
+
+    def __call__(self, competition, run_dir: Path, folds: list[int]) -> Iterator[dict]:
+        """Train `folds`; yield each fold's summary as it finishes."""
+        if not folds:
+            return
+        slots = self.slots(len(folds))
+        children = self.children
+        for index in [i for i in children if i >= len(slots)]:  # fewer folds than slots
+            children.pop(index).close()
+        progress = ClusterProgress(run_dir, folds, self.config.train.epochs,
+                                   self.config.metric.name, len(slots), self.echo)  # fmt: skip
+        if self.echo is not None:
+            self.echo(f"{run_dir.name}: {len(folds)} fold(s) on {len(slots)} slot(s): "
+                      + "; ".join(s.describe() for s in slots))  # fmt: skip
+        queue = deque((fold, 1) for fold in folds)
+        left = len(folds)
+        try:
+            while left:
+                for slot in slots:
+                    child = children.get(slot.index)
+                    if queue and child is None:
+                        child = children[slot.index] = _Child(competition.root, slot)
+                    if queue and child.current is None:
+                        child.give(run_dir.name, *queue.popleft())
+                progress.poll()
+                for index, child in list(children.items()):
+                    while not child.answers.empty():
+                        answer = child.answers.get()
+                        fold, attempt = child.current
+                        child.current = None
+                        if answer.get("error"):
+                            raise KitError(f"fold {fold}: {answer['error']}")
+                        left -= 1
+                        progress.poll()
+                        yield read_summary(run_dir, fold)
+                    code = child.process.poll()
+                    if code is None or not child.answers.empty():
+                        continue
+                    del children[index]
+                    child.close(run_dir / f"worker{index}.log")
+                    if child.current is None:
+                        continue  # it ended between folds; a new child takes the next one
+                    fold, attempt = child.current
+                    if code < 0 and attempt <= self.retries:  # killed: start again, resume
+                        if self.echo is not None:
+                            self.echo(f"{run_dir.name}: fold {fold} was killed "
+                                      f"({signal.Signals(-code).name}); resuming it from last.pt")  # fmt: skip
+                        queue.appendleft((fold, attempt + 1))
+                        continue
+                    how = (f"was killed ({signal.Signals(-code).name}) {attempt} times"
+                           if code < 0 else f"failed (exit {code})")  # fmt: skip
+                    raise KitError(f"fold {fold} {how}: {child.last_error()} (log: "
+                                   f"{run_dir / f'worker{index}.log'}); "
+                                   f"continue with kit train --resume {run_dir.name}")  # fmt: skip
+                time.sleep(POLL_SECONDS)
+        finally:
+            for index, child in list(children.items()):  # done, an error or Ctrl-C: no orphans
+                if child.current is not None:
+                    children.pop(index).close(run_dir / f"worker{index}.log")
+                else:
+                    child.log = run_dir / f"worker{index}.log"
+                    child.end_input()  # it exits while the driver assembles the run
+
+
+def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace)
+
+
+# ---------------------------------------------------------------------------------------------
+# --cluster: each fold a Ray task
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise KitError("--cluster needs Ray: pip install 'kit[cluster]'") from None
+    return ray
+
+
+def short_temp_dir() -> str:
+    """A temp dir for a Ray started by `--cluster local`: KIT_HOME/ray when its unix socket paths
+    fit in 107 chars, else a fresh /tmp/kit-ray-* folder."""
+    import tempfile
+
+    from kit.fileio import kit_home
+
+    home = kit_home() / "ray"
+    if len(str(home)) <= MAX_SOCKET_PATH:
+        home.mkdir(parents=True, exist_ok=True)
+        return str(home)
+    return tempfile.mkdtemp(prefix="kit-ray-")
+
+
+def local_ray_auth() -> None:
+    """Token auth for a Ray this process starts, with the token in the environment only.
+
+    Ray 2.60's ray.init() turns token auth on for a new local cluster and writes the token to
+    ~/.ray/auth_token; a token in RAY_AUTH_TOKEN keeps the protection and writes nothing outside
+    KIT_HOME. An explicit RAY_AUTH_MODE is left as the user set it.
+    """
+    import secrets
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    if "ray" in sys.modules:  # Ray caches its config at import: read the mode again, as Ray does
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
+def _check_listening(address: str) -> None:
+    """Fail in seconds, with the fix, when nothing listens at the address (ray.init would wait)."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise KitError(
+            f"--cluster {address!r}: give ray://HOST:PORT (Ray Client, port 10001 by default), "
+            "HOST:PORT (the head's GCS port, 6379 by default), auto or local"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise KitError(
+            f"--cluster {address}: nothing answers at {host}:{port} ({error.strerror or error}): "
+            "start the head with `ray start --head` there, or check the address"
+        ) from None
+
+
+def _fold_task(root: str, run: str, fold: int, config: dict, device: str) -> dict:
+    """The body of a fold's Ray task (kit.cluster is shipped to the workers by runtime_env)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    where = f"{ray.util.get_node_ip_address()} node {context.get_node_id()[:8]}"
+    # a Ray worker may run on any core of its node: its torch threads are the CPUs Ray gave it
+    config["train"]["threads"] = int(config["train"].get("threads") or 0) or ray_cpus(config)
+    started = time.monotonic()
+    summary = run_fold_job(root, run, fold, config=config, device=device, where=where)
+    return {**summary, "task_seconds": round(time.monotonic() - started, 3), "where": where}
+
+
+def _write_marker(path: str, token: str) -> dict:
+    """Runs once on every node: write the shared-storage marker the driver must read back."""
+    import ray
+
+    target = Path(path)
+    where = ray.util.get_node_ip_address()
+    if not target.parent.parent.is_dir():
+        return {"where": where, "error": f"{target.parent.parent} does not exist there"}
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(token)
+    return {"where": where, "error": ""}
+
+
+def ray_cpus(config: dict) -> int:
+    """CPUs a fold's task asks Ray for: train.threads, at least 1."""
+    return max(1, int(config["train"].get("threads") or 0))
+
+
+class RayRunner:
+    """Trains the folds of a run as Ray tasks on a cluster (or on one Ray started for the call)."""
+
+    def __init__(self, config, address: str = "auto", *, echo: Echo | None = None,
+                 retries: int = RETRIES) -> None:  # fmt: skip
+        import logging
+
+        import kit
+
+        self.config, self.address, self.echo, self.retries = config, address, echo, retries
+        ray = _ray()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        runtime_env = {
+            "py_modules": [str(Path(kit.__file__).parent)],  # the driver's kit runs on every node
+            "env_vars": dict(FOLD_ENV),
+        }
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        self.owned = not ray.is_initialized()  # a notebook's own ray.init() is used as it is
+        self.temp_dir: str | None = None  # a /tmp folder this runner made for a local Ray
+        if self.owned and address == "local":
+            from kit.device import usable_cores
+            from kit.fileio import kit_home
+
+            temp = short_temp_dir()
+            self.temp_dir = None if temp.startswith(str(kit_home())) else temp
+            local_ray_auth()
+            ray.init(num_cpus=usable_cores(), include_dashboard=False, _temp_dir=temp,
+                     runtime_env=runtime_env, **quiet)  # fmt: skip
+        elif self.owned:
+            if address != "auto":
+                _check_listening(address)
+            try:
+                ray.init(address=address, runtime_env=runtime_env, **quiet)
+            except ConnectionError as error:
+                raise KitError(f"--cluster {address}: {error}") from None
+        self.ray = ray
+        try:
+            self.device = self._fold_device()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> RayRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.owned and self.ray.is_initialized():
+            self.ray.shutdown()
+        if self.temp_dir is not None:  # nothing of a local Ray stays outside KIT_HOME
+            import shutil
+
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
+
+    def nodes(self) -> list[dict]:
+        return [n for n in self.ray.nodes() if n.get("Alive")]
+
+    def _fold_device(self) -> str:
+        """'cuda' (a GPU per fold) or 'cpu'; a device the cluster lacks fails now, not in a hang."""
+        wanted = self.config.train.device
+        nodes = self.nodes()
+        gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+        cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+        need = ray_cpus(self.config.to_dict())
+        if cpus < need:
+            raise ConfigError(
+                f"train.threads {need} asks each fold for {need} CPUs but the largest node of "
+                f"the Ray cluster has {cpus:g}: lower train.threads"
+            )
+        if wanted.startswith("cuda") and gpus < 1:
+            raise ConfigError(
+                f"train.device {wanted!r} asks each fold for a GPU but the Ray cluster "
+                f"({len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} "
+                'CPUs) has none: set train.device = "cpu" or "auto", or add GPU nodes'
+            )
+        if wanted not in ("auto", "cpu") and not wanted.startswith("cuda"):
+            raise ConfigError(f"train.device {wanted!r}: a Ray cluster trains on cuda or cpu")
+        return "cuda" if gpus >= 1 and wanted != "cpu" else "cpu"
+
+    def check_shared(self, run_dir: Path) -> list[str]:
+        """Every node writes a marker into run_dir; the driver must read each one back."""
+        import uuid
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self.ray
+        write = ray.remote(num_cpus=0, max_retries=0)(_write_marker)
+        token = uuid.uuid4().hex
+        refs = {}
+        for node in self.nodes():
+            path = run_dir / MARKERS_DIR / f"{node['NodeID'][:16]}.txt"
+            strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+            refs[write.options(scheduling_strategy=strategy).remote(str(path), token)] = path
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=CHECK_TIMEOUT)
+        if late:
+            raise KitError(f"--cluster: {len(late)} node(s) did not answer the storage check "
+                           f"in {CHECK_TIMEOUT:.0f}s: see `ray status`")  # fmt: skip
+        seen = []
+        try:
+            for ref in ready:
+                answer, path = ray.get(ref), refs[ref]
+                if answer["error"] or not path.exists() or path.read_text() != token:
+                    why = answer["error"] or f"its marker {path} is not visible to the driver"
+                    raise KitError(
+                        f"--cluster: the competition folder is not shared with node "
+                        f"{answer['where']} ({why}): put {run_dir.parent.parent} on storage "
+                        "every node mounts at the same path (NFS, Lustre, ...)"
+                    )
+                seen.append(answer["where"])
+        finally:
+            for path in refs.values():
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (run_dir / MARKERS_DIR).rmdir()
+        return seen
+
+    def __call__(self, competition, run_dir: Path, folds: list[int]) -> Iterator[dict]:
+        """Train `folds` as Ray tasks; yield each fold's summary as it finishes."""
+        if not folds:
+            return
+        ray = self.ray
+        nodes = self.check_shared(run_dir)
+        config = self.config.to_dict()
+        cpus, gpus = ray_cpus(config), 1 if self.device == "cuda" else 0
+        task = ray.remote(_fold_task).options(
+            num_cpus=cpus, num_gpus=gpus, max_retries=self.retries, retry_exceptions=False
+        )
+        slots = int(sum(n["Resources"].get("CPU", 0) for n in self.nodes()) // cpus)
+        if gpus:
+            slots = int(sum(n["Resources"].get("GPU", 0) for n in self.nodes()))
+        progress = ClusterProgress(run_dir, folds, self.config.train.epochs,
+                                   self.config.metric.name, slots, self.echo)  # fmt: skip
+        if self.echo is not None:
+            self.echo(f"{run_dir.name}: {len(folds)} fold(s) as Ray tasks ({cpus} CPU"
+                      f"{f', {gpus} GPU' if gpus else ''} each) on {len(nodes)} node(s): "
+                      f"{', '.join(nodes)}")  # fmt: skip
+        refs = {task.remote(str(competition.root), run_dir.name, fold, config, self.device): fold
+                for fold in folds}  # fmt: skip
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS * 2)
+                progress.poll()
+                for ref in ready:
+                    yield self._result(ref, refs[ref], run_dir)
+            progress.poll()
+        finally:
+            for ref in pending:  # an error or Ctrl-C: stop the folds still running
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+
+    def _result(self, ref, fold: int, run_dir: Path) -> dict:
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, KitError):
+                raise type(cause)(f"fold {fold}: {cause}") from None
+            said = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+            raise KitError(f"fold {fold} failed on the cluster: {said.splitlines()[0]}") from None
+        except ray.exceptions.RayError as error:  # the worker or its node died every retry
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise KitError(
+                f"fold {fold}: its worker died {self.retries + 1} times ({first}); "
+                f"continue with kit train --resume {run_dir.name} --cluster {self.address}"
+            ) from None
+
+
+def create_runner(target, *, parallel: str | None = None, cluster: str | None = None,
+                  echo: Echo | None = None):  # fmt: skip
+    """The runner for `kit train --parallel/--cluster` (a context manager), or a null context.
+
+    target: the Competition (its --parallel children start at once, while the run is created)
+    or just its Config.
+    """
+    config, root = getattr(target, "config", target), getattr(target, "root", None)
+    if parallel and cluster:
+        raise KitError("give --parallel (folds side by side here) or --cluster (Ray), not both")
+    if cluster:
+        return RayRunner(config, cluster, echo=echo)
+    if parallel:
+        return LocalRunner(config, parallel, root=root, echo=echo)
+    return contextlib.nullcontext()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
