@@ -238,9 +238,10 @@ def new(name, example, kaggle_slug, parent, data_path, link):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--list", "list_only", is_flag=True, help="Kaggle: list the files, fetch nothing.")
 @click.option(
-    "--replace-key", is_flag=True,
+    "--replace-key",
+    is_flag=True,
     help="Host: replace the registered answer key (its limit, answers or folder).",
-)  # fmt: skip
+)
 def download(root, overrides, force, limit, quiet, list_only, replace_key):
     """Put the competition's data under data/ (and register a local answer key).
 
@@ -307,8 +308,11 @@ def folds(root, overrides, force, check):
 
 @cli.command()
 @competition_options
-@click.option("--sample", type=click.IntRange(min=0),
-              help="Decode N images (fixed seed) for pixel stats; 0 = all (default 3000).")  # fmt: skip
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    help="Decode N images (fixed seed) for pixel stats; 0 = all (default 3000).",
+)
 @click.option("--max-images", type=click.IntRange(min=1), hidden=True)  # the old name of --sample
 def eda(root, overrides, sample, max_images):
     """Write eda.html: classes, folds, sizes, modes, channel stats, samples, duplicates.
@@ -354,12 +358,26 @@ def echo_drift(result: dict) -> None:
 
 @cli.command()
 @competition_options
-@click.option("--folds", "n_splits", default=5, show_default=True, type=click.IntRange(min=2),
-              help="Folds of the train-vs-test model.")  # fmt: skip
-@click.option("--max-images", default=2000, show_default=True, type=click.IntRange(min=10),
-              help="Images sampled per side (fixed seed).")  # fmt: skip
-@click.option("--near/--no-near", default=None,
-              help="Also match near-identical images (default folds.near_duplicates).")  # fmt: skip
+@click.option(
+    "--folds",
+    "n_splits",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Folds of the train-vs-test model.",
+)
+@click.option(
+    "--max-images",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Images sampled per side (fixed seed).",
+)
+@click.option(
+    "--near/--no-near",
+    default=None,
+    help="Also match near-identical images (default folds.near_duplicates).",
+)
 def drift(root, overrides, n_splits, max_images, near):
     """Adversarial validation: can a small model tell test images from training images?
 
@@ -428,10 +446,16 @@ def train(
         raise KitError("give either --name (a new run) or --resume RUN (an existing one)")
     overrides = (*overrides, "data.skip_bad=true") if skip_bad else overrides
     result = train_run(
-        load(root, overrides), resume_run or run, folds=parse_folds(fold_list),
-        progress=not quiet, resume=bool(resume_run), nproc=nproc, parallel=parallel,
-        cluster=cluster, echo=click.echo,
-    )  # fmt: skip
+        load(root, overrides),
+        resume_run or run,
+        folds=parse_folds(fold_list),
+        progress=not quiet,
+        resume=bool(resume_run),
+        nproc=nproc,
+        parallel=parallel,
+        cluster=cluster,
+        echo=click.echo,
+    )
     click.echo(result.to_json() if as_json else render_train(result))
 
 
@@ -523,9 +547,15 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds,
 
     views, auto = parse_tta_option(tta)
     result = predict_run(
-        load(root, overrides), run, tta=views, auto=auto or None, merge=merge,
-        fold_merge=fold_merge, progress=not quiet, finished_only=finished_folds,
-    )  # fmt: skip
+        load(root, overrides),
+        run,
+        tta=views,
+        auto=auto or None,
+        merge=merge,
+        fold_merge=fold_merge,
+        progress=not quiet,
+        finished_only=finished_folds,
+    )
     click.echo(result.to_json() if as_json else render_predict(result))
 
 
@@ -564,9 +594,14 @@ def ensemble(root, overrides, runs, name, method, weights, decide, finished_fold
         except ValueError:
             raise KitError(f"--weights {weights!r}: give numbers separated by commas") from None
     result = ensemble_runs(
-        load(root, overrides), list(runs), name, method=method, weights=fixed, decide=decide,
+        load(root, overrides),
+        list(runs),
+        name,
+        method=method,
+        weights=fixed,
+        decide=decide,
         finished_only=finished_folds,
-    )  # fmt: skip
+    )
     click.echo(result.to_json() if as_json else render_blend(result))
 
 
@@ -575,9 +610,12 @@ def ensemble(root, overrides, runs, name, method, weights, decide, finished_fold
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--name", required=True, help="Label set name: pseudo/NAME/labels.csv.")
 @click.option(
-    "--threshold", default=0.9, show_default=True, type=float,
+    "--threshold",
+    default=0.9,
+    show_default=True,
+    type=float,
     help="Keep test images whose top probability reaches this.",
-)  # fmt: skip
+)
 @click.option("--hard", is_flag=True, help="Top class only (default: soft probability rows).")
 def pseudo(root, overrides, runs, name, threshold, hard):
     """Pseudo-labels for confident test images from the fold ensembles of stage-1 RUNS.
@@ -610,9 +648,12 @@ def pseudo(root, overrides, runs, name, threshold, hard):
 @click.option("--end", "end_lr", default=10.0, show_default=True, help="Last lr, if reached.")
 @click.option("--iters", "num_iter", default=100, show_default=True, help="Optimiser steps.")
 @click.option(
-    "--rule", type=click.Choice(["valley", "steepest"]), default="valley", show_default=True,
+    "--rule",
+    type=click.Choice(["valley", "steepest"]),
+    default="valley",
+    show_default=True,
     help="valley: halfway along the longest falling stretch (fastai); steepest: fastest fall.",
-)  # fmt: skip
+)
 @click.option("--write", is_flag=True, help="Put the suggested lr into kit.toml's [train] lr line.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def lr_find(root, overrides, fold, start_lr, end_lr, num_iter, rule, write, quiet):
@@ -628,9 +669,15 @@ def lr_find(root, overrides, fold, start_lr, end_lr, num_iter, rule, write, quie
     from kit.workbench.lr_find import find_lr
 
     result = find_lr(
-        load(root, overrides), fold=fold, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-        rule=rule, write=write, progress=not quiet,
-    )  # fmt: skip
+        load(root, overrides),
+        fold=fold,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_iter=num_iter,
+        rule=rule,
+        write=write,
+        progress=not quiet,
+    )
     click.echo(
         f"{result['steps']} steps ({result['stopped']}): suggested train.lr "
         f"{result['suggested_lr']:g} ({rule}; valley {result['valley']:g}, "
@@ -662,9 +709,13 @@ def sweep(root, overrides, name, trials, timeout, first_folds, quiet):
     from kit.workbench.sweep import run_sweep
 
     result = run_sweep(
-        load(root, overrides), name, trials=trials, timeout=timeout, folds=first_folds,
+        load(root, overrides),
+        name,
+        trials=trials,
+        timeout=timeout,
+        folds=first_folds,
         progress=not quiet,
-    )  # fmt: skip
+    )
     counts = result["counts"]
     click.echo(
         f"sweep {name}: {counts['complete']} finished, {counts['pruned']} pruned, "
@@ -745,9 +796,14 @@ def submit(root, overrides, file, message, wait, runs, kernel, version, as_json)
     competition = load(root, overrides)
     warn_open_credentials(competition)
     result = submit_file(
-        competition, file, message, wait=wait, runs=list(runs) or None,
-        kernel=kernel, version=version,
-    )  # fmt: skip
+        competition,
+        file,
+        message,
+        wait=wait,
+        runs=list(runs) or None,
+        kernel=kernel,
+        version=version,
+    )
     click.echo(result.to_json() if as_json else render_submit(result, kernel or file))
 
 
@@ -827,8 +883,13 @@ def bench():
 @competition_options
 @click.option("--workers", help="num_workers to time, e.g. 0,1,2 (default: 0,1,2,4.. to cores).")
 @click.option("--batch-sizes", help="Batch sizes to time, e.g. 32,64 (default: half and train's).")
-@click.option("--batches", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Batches timed per setting.")  # fmt: skip
+@click.option(
+    "--batches",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Batches timed per setting.",
+)
 @click.option("--write", is_flag=True, help='Keep the measurement for num_workers = "auto".')
 def bench_data_command(root, overrides, workers, batch_sizes, batches, write):
     """Time decode, augmentation, collate and the DataLoader; recommend num_workers.
@@ -844,9 +905,12 @@ def bench_data_command(root, overrides, workers, batch_sizes, batches, write):
     from kit.data.bench import bench_data, format_table
 
     result = bench_data(
-        load(root, overrides), workers=parse_ints(workers, "--workers"),
-        batch_sizes=parse_ints(batch_sizes, "--batch-sizes"), batches=batches, write=write,
-    )  # fmt: skip
+        load(root, overrides),
+        workers=parse_ints(workers, "--workers"),
+        batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+        batches=batches,
+        write=write,
+    )
     click.echo(format_table(result))
 
 
@@ -951,9 +1015,13 @@ def run_command(root, overrides, run, message, no_submit, quiet, as_json):
     from kit.pipeline import format_summary, run_all
 
     summary = run_all(
-        load(root, overrides), run=run, message=message, submit=not no_submit,
-        progress=not quiet, echo=click.echo,
-    )  # fmt: skip
+        load(root, overrides),
+        run=run,
+        message=message,
+        submit=not no_submit,
+        progress=not quiet,
+        echo=click.echo,
+    )
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
@@ -1010,8 +1078,9 @@ def host():
 @click.option("--start", default="", help="UTC start, e.g. 2026-12-01T09:00.")
 @click.option("--end", default="", help="UTC end; submissions close then, e.g. 2026-12-08T17:00.")
 @host_db_option
-def host_init(hostdir, source, solution, split, seed, daily_limit, finals, team_size, start, end,
-              db):  # fmt: skip
+def host_init(
+    hostdir, source, solution, split, seed, daily_limit, finals, team_size, start, end, db
+):
     """Make a hosted competition in HOSTDIR from a kit competition folder; print the host token.
 
     \b
@@ -1022,11 +1091,22 @@ def host_init(hostdir, source, solution, split, seed, daily_limit, finals, team_
     from kit.host.admin import init_host
 
     result = init_host(
-        hostdir, source, solution=solution, split=split, seed=seed, db=db, daily_limit=daily_limit,
-        finals=finals, team_size=team_size, start=start, end=end,
-    )  # fmt: skip
-    click.echo(f"{result['hostdir']}: {result['public_rows']} public and "
-               f"{result['private_rows']} private rows in {result['database']}")  # fmt: skip
+        hostdir,
+        source,
+        solution=solution,
+        split=split,
+        seed=seed,
+        db=db,
+        daily_limit=daily_limit,
+        finals=finals,
+        team_size=team_size,
+        start=start,
+        end=end,
+    )
+    click.echo(
+        f"{result['hostdir']}: {result['public_rows']} public and "
+        f"{result['private_rows']} private rows in {result['database']}"
+    )
     click.echo(
         f"host token (shown once; log in with it for the host pages): {result['host_token']}"
     )

@@ -52,8 +52,16 @@ Echo = Callable[[str], None]
 # one fold, wherever it runs
 
 
-def run_fold_job(root: str | Path, run: str, fold: int, *, config: dict | None = None,
-                 device: str | None = None, where: str = "", attempt: int = 1) -> dict:  # fmt: skip
+def run_fold_job(
+    root: str | Path,
+    run: str,
+    fold: int,
+    *,
+    config: dict | None = None,
+    device: str | None = None,
+    where: str = "",
+    attempt: int = 1,
+) -> dict:
     """Train fold `fold` of the existing run `run` (resuming from its last.pt); its summary.
 
     config: the run's resolved config (a Ray task ships it); None reads runs/<run>/config.toml.
@@ -89,14 +97,28 @@ def run_fold_job(root: str | Path, run: str, fold: int, *, config: dict | None =
         if fold_files.finished:
             return fold_files.result()  # it finished meanwhile
         resumed = fold_files.last.exists()
-        start = {"event": "fold_start", "fold": fold, "where": where or socket.gethostname(),
-                 "pid": os.getpid(), "device": str(torch_device), "attempt": attempt,
-                 "resumed": resumed}  # fmt: skip
+        start = {
+            "event": "fold_start",
+            "fold": fold,
+            "where": where or socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(torch_device),
+            "attempt": attempt,
+            "resumed": resumed,
+        }
         append_jsonl(log_path, start)
         return cv.train_one_fold(
-            competition, run_dir, table, task, fold, torch_device, log_path, pseudo=pseudo,
-            progress=False, resume=True,  # resume: a retried fold continues from its last.pt
-        )  # fmt: skip
+            competition,
+            run_dir,
+            table,
+            task,
+            fold,
+            torch_device,
+            log_path,
+            pseudo=pseudo,
+            progress=False,
+            resume=True,  # resume: a retried fold continues from its last.pt
+        )
 
 
 FOLD_LOCK = ".train.lock"  # fold<k>/.train.lock: flock held by the process training the fold
@@ -152,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         run, fold, attempt = line.split()
         fold, attempt = int(fold), int(attempt)
         try:
-            run_fold_job(args.root, run, fold, device=args.device or None,
-                         where=args.where, attempt=attempt)  # fmt: skip
+            run_fold_job(
+                args.root, run, fold, device=args.device or None, where=args.where, attempt=attempt
+            )
             answers.write(json.dumps({"fold": fold}) + "\n")
         except KitError as error:
             print(f"Error: {error}", file=sys.stderr, flush=True)
@@ -169,8 +192,15 @@ class ClusterProgress:
     """Tails runs/<run>/log.jsonl and prints one line per fold start, epoch and fold end:
     fold k/N, where it runs, its epoch, and an ETA for the whole run."""
 
-    def __init__(self, run_dir: Path, folds: list[int], epochs: int, metric: str, slots: int,
-                 echo: Echo | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run_dir: Path,
+        folds: list[int],
+        epochs: int,
+        metric: str,
+        slots: int,
+        echo: Echo | None,
+    ) -> None:
         self.run_dir, self.folds, self.epochs, self.metric = run_dir, list(folds), epochs, metric
         self.slots = max(1, slots)
         self.echo = echo
@@ -300,8 +330,14 @@ def visible_gpus(device: str) -> list[str]:
     return ids or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def plan_slots(parallel: str | int, device: str, threads: int, folds: int,
-               cores: list[int] | None = None, gpus: list[str] | None = None) -> list[Slot]:  # fmt: skip
+def plan_slots(
+    parallel: str | int,
+    device: str,
+    threads: int,
+    folds: int,
+    cores: list[int] | None = None,
+    gpus: list[str] | None = None,
+) -> list[Slot]:
     """Up to `parallel` slots (auto: one per GPU, else cores ÷ train.threads), never more than
     the folds to train; the cores are split evenly so the children do not fight for them."""
     from kit.device import usable_cores
@@ -320,7 +356,7 @@ def plan_slots(parallel: str | int, device: str, threads: int, folds: int,
     slots = []
     for i in range(n):
         # pin only when each slot gets a core of its own and train.threads fits in it
-        pinned = tuple(cores[i * share:(i + 1) * share]) if share and threads <= share else ()  # fmt: skip
+        pinned = tuple(cores[i * share : (i + 1) * share]) if share and threads <= share else ()
         slots.append(Slot(i, pinned, gpus[i % len(gpus)] if gpus else ""))
     return slots
 
@@ -351,8 +387,16 @@ class _Child:
         self.current: tuple[int, int] | None = None  # (fold, attempt) being trained
         self.said: deque[str] = deque(maxlen=400)  # its stderr, kept for the worker log
         self.log: Path | None = None  # where close() appends what it said, once a run exists
-        command = [sys.executable, "-m", "kit.cluster", str(root), "--parent", str(os.getpid()),
-                   "--where", f"{socket.gethostname()} {slot.describe()}"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "kit.cluster",
+            str(root),
+            "--parent",
+            str(os.getpid()),
+            "--where",
+            f"{socket.gethostname()} {slot.describe()}",
+        ]
         if slot.cores:
             command += ["--cores", ",".join(map(str, slot.cores))]
         env = {**os.environ, **FOLD_ENV}
@@ -360,9 +404,14 @@ class _Child:
             env["CUDA_VISIBLE_DEVICES"] = slot.gpu
             command += ["--device", "cuda"]
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, text=True, bufsize=1,
-        )  # fmt: skip
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
         self.answers: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._listen, daemon=True).start()
@@ -410,8 +459,15 @@ class LocalRunner:
     Used as a context manager, the children start on entry, before the run is created.
     """
 
-    def __init__(self, config, parallel: str | int = "auto", *, root: Path | None = None,
-                 echo: Echo | None = None, retries: int = RETRIES) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config,
+        parallel: str | int = "auto",
+        *,
+        root: Path | None = None,
+        echo: Echo | None = None,
+        retries: int = RETRIES,
+    ) -> None:
         self.config = config
         self.parallel = parallel
         self.root = root
@@ -424,8 +480,9 @@ class LocalRunner:
         self.children: dict[int, _Child] = {}
 
     def slots(self, folds: int) -> list[Slot]:
-        return plan_slots(self.parallel, self.config.train.device, self.threads, folds,
-                          gpus=self.gpus)  # fmt: skip
+        return plan_slots(
+            self.parallel, self.config.train.device, self.threads, folds, gpus=self.gpus
+        )
 
     def __enter__(self) -> LocalRunner:
         if self.root is not None:  # warm: one child per slot of a whole k-fold run
@@ -446,11 +503,14 @@ class LocalRunner:
         children = self.children
         for index in [i for i in children if i >= len(slots)]:  # fewer folds than slots
             children.pop(index).close()
-        progress = ClusterProgress(run_dir, folds, self.config.train.epochs,
-                                   self.config.metric.name, len(slots), self.echo)  # fmt: skip
+        progress = ClusterProgress(
+            run_dir, folds, self.config.train.epochs, self.config.metric.name, len(slots), self.echo
+        )
         if self.echo is not None:
-            self.echo(f"{run_dir.name}: {len(folds)} fold(s) on {len(slots)} slot(s): "
-                      + "; ".join(s.describe() for s in slots))  # fmt: skip
+            self.echo(
+                f"{run_dir.name}: {len(folds)} fold(s) on {len(slots)} slot(s): "
+                + "; ".join(s.describe() for s in slots)
+            )
         queue = deque((fold, 1) for fold in folds)
         left = len(folds)
         try:
@@ -482,15 +542,22 @@ class LocalRunner:
                     fold, attempt = child.current
                     if code < 0 and attempt <= self.retries:  # killed: start again, resume
                         if self.echo is not None:
-                            self.echo(f"{run_dir.name}: fold {fold} was killed "
-                                      f"({signal.Signals(-code).name}); resuming it from last.pt")  # fmt: skip
+                            self.echo(
+                                f"{run_dir.name}: fold {fold} was killed "
+                                f"({signal.Signals(-code).name}); resuming it from last.pt"
+                            )
                         queue.appendleft((fold, attempt + 1))
                         continue
-                    how = (f"was killed ({signal.Signals(-code).name}) {attempt} times"
-                           if code < 0 else f"failed (exit {code})")  # fmt: skip
-                    raise KitError(f"fold {fold} {how}: {child.last_error()} (log: "
-                                   f"{run_dir / f'worker{index}.log'}); "
-                                   f"continue with kit train --resume {run_dir.name}")  # fmt: skip
+                    how = (
+                        f"was killed ({signal.Signals(-code).name}) {attempt} times"
+                        if code < 0
+                        else f"failed (exit {code})"
+                    )
+                    raise KitError(
+                        f"fold {fold} {how}: {child.last_error()} (log: "
+                        f"{run_dir / f'worker{index}.log'}); "
+                        f"continue with kit train --resume {run_dir.name}"
+                    )
                 time.sleep(POLL_SECONDS)
         finally:
             for index, child in list(children.items()):  # done, an error or Ctrl-C: no orphans
@@ -609,8 +676,9 @@ def ray_cpus(config: dict) -> int:
 class RayRunner:
     """Trains the folds of a run as Ray tasks on a cluster (or on one Ray started for the call)."""
 
-    def __init__(self, config, address: str = "auto", *, echo: Echo | None = None,
-                 retries: int = RETRIES) -> None:  # fmt: skip
+    def __init__(
+        self, config, address: str = "auto", *, echo: Echo | None = None, retries: int = RETRIES
+    ) -> None:
         import logging
 
         import kit
@@ -632,8 +700,13 @@ class RayRunner:
             temp = short_temp_dir()
             self.temp_dir = None if temp.startswith(str(kit_home())) else temp
             local_ray_auth()
-            ray.init(num_cpus=usable_cores(), include_dashboard=False, _temp_dir=temp,
-                     runtime_env=runtime_env, **quiet)  # fmt: skip
+            ray.init(
+                num_cpus=usable_cores(),
+                include_dashboard=False,
+                _temp_dir=temp,
+                runtime_env=runtime_env,
+                **quiet,
+            )
         elif self.owned:
             if address != "auto":
                 _check_listening(address)
@@ -704,8 +777,10 @@ class RayRunner:
             refs[write.options(scheduling_strategy=strategy).remote(str(path), token)] = path
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=CHECK_TIMEOUT)
         if late:
-            raise KitError(f"--cluster: {len(late)} node(s) did not answer the storage check "
-                           f"in {CHECK_TIMEOUT:.0f}s: see `ray status`")  # fmt: skip
+            raise KitError(
+                f"--cluster: {len(late)} node(s) did not answer the storage check "
+                f"in {CHECK_TIMEOUT:.0f}s: see `ray status`"
+            )
         seen = []
         try:
             for ref in ready:
@@ -739,14 +814,19 @@ class RayRunner:
         slots = int(sum(n["Resources"].get("CPU", 0) for n in self.nodes()) // cpus)
         if gpus:
             slots = int(sum(n["Resources"].get("GPU", 0) for n in self.nodes()))
-        progress = ClusterProgress(run_dir, folds, self.config.train.epochs,
-                                   self.config.metric.name, slots, self.echo)  # fmt: skip
+        progress = ClusterProgress(
+            run_dir, folds, self.config.train.epochs, self.config.metric.name, slots, self.echo
+        )
         if self.echo is not None:
-            self.echo(f"{run_dir.name}: {len(folds)} fold(s) as Ray tasks ({cpus} CPU"
-                      f"{f', {gpus} GPU' if gpus else ''} each) on {len(nodes)} node(s): "
-                      f"{', '.join(nodes)}")  # fmt: skip
-        refs = {task.remote(str(competition.root), run_dir.name, fold, config, self.device): fold
-                for fold in folds}  # fmt: skip
+            self.echo(
+                f"{run_dir.name}: {len(folds)} fold(s) as Ray tasks ({cpus} CPU"
+                f"{f', {gpus} GPU' if gpus else ''} each) on {len(nodes)} node(s): "
+                f"{', '.join(nodes)}"
+            )
+        refs = {
+            task.remote(str(competition.root), run_dir.name, fold, config, self.device): fold
+            for fold in folds
+        }
         pending = list(refs)
         try:
             while pending:
@@ -780,8 +860,9 @@ class RayRunner:
             ) from None
 
 
-def create_runner(target, *, parallel: str | None = None, cluster: str | None = None,
-                  echo: Echo | None = None):  # fmt: skip
+def create_runner(
+    target, *, parallel: str | None = None, cluster: str | None = None, echo: Echo | None = None
+):
     """The runner for `kit train --parallel/--cluster` (a context manager), or a null context.
 
     target: the Competition (its --parallel children start at once, while the run is created)

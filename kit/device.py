@@ -83,8 +83,9 @@ def busy_cores() -> int:
 _BUSY_CORES: int | None = None
 
 
-def intra_op_threads(workers: int, ranks: int = 1, override: int = 0, *,
-                     load_aware: bool = True) -> int:  # fmt: skip
+def intra_op_threads(
+    workers: int, ranks: int = 1, override: int = 0, *, load_aware: bool = True
+) -> int:
     """torch threads per training process: cores ÷ (ranks × (workers + 1)), at least 1.
 
     Every rank and every loader worker needs a core; more intra-op threads than free cores make
@@ -200,12 +201,14 @@ class PassBudget:
     it; the result does not depend on the pass size (inference is per image).
     """
 
-    def __init__(self, device: torch.device, *, images: int | None = None,
-                 memory_bytes: int | None = None):  # fmt: skip
+    def __init__(
+        self, device: torch.device, *, images: int | None = None, memory_bytes: int | None = None
+    ):
         self.device = device
         self.memory_bytes = memory_bytes
-        self.images = images if images is not None else (
-            CPU_FORWARD_IMAGES if device.type == "cpu" else None)  # fmt: skip
+        self.images = (
+            images if images is not None else (CPU_FORWARD_IMAGES if device.type == "cpu" else None)
+        )
         self.halvings = 0  # out-of-memory retries so far
 
     def next_size(self, left: int) -> int:

@@ -202,10 +202,22 @@ def download_wheels(requirements: list[str], dest: Path) -> list[Path]:
         return []
     before = set(Path(dest).glob("*.whl"))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "--dest", str(dest), *requirements],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--dest",
+            str(dest),
+            *requirements,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         detail = " ".join((done.stderr or done.stdout).split())[-300:]
         raise KernelError(
@@ -274,26 +286,38 @@ def build_kernel(competition: Competition, run: str) -> dict:
                 shutil.copyfile(path, dataset / path.name)
                 layout[path.name] = f"runs/{run}/{path.name}"
         for fold in folds:  # the weights, and result.json: predict uses finished folds only
-            for source, name in ((fold.best, f"{fold.dir.name}.pt"),
-                                 (fold.result_path, f"{fold.dir.name}.json")):  # fmt: skip
+            for source, name in (
+                (fold.best, f"{fold.dir.name}.pt"),
+                (fold.result_path, f"{fold.dir.name}.json"),
+            ):
                 shutil.copyfile(source, dataset / name)
                 layout[name] = source.relative_to(competition.root).as_posix()
         wheels = [build_kit_wheel(dataset), *download_wheels(settings.extra_wheels, dataset)]
         write_json(
             dataset / MARKER,
-            {"run": run, "competition": comp_slug, "layout": layout,
-             "wheels": [w.name for w in wheels]},
-        )  # fmt: skip
+            {
+                "run": run,
+                "competition": comp_slug,
+                "layout": layout,
+                "wheels": [w.name for w in wheels],
+            },
+        )
         write_json(
             dataset / "dataset-metadata.json",
-            {"title": dataset_slug, "id": f"{owner}/{dataset_slug}",
-             "licenses": [{"name": LICENSE}]},
-        )  # fmt: skip
+            {
+                "title": dataset_slug,
+                "id": f"{owner}/{dataset_slug}",
+                "licenses": [{"name": LICENSE}],
+            },
+        )
         values = {
-            "competition": comp_slug, "run": run, "marker": MARKER,
-            "dataset_slug": dataset_slug, "dataset_ref": f"{owner}/{dataset_slug}",
+            "competition": comp_slug,
+            "run": run,
+            "marker": MARKER,
+            "dataset_slug": dataset_slug,
+            "dataset_ref": f"{owner}/{dataset_slug}",
             "competition_slug": comp_slug,
-        }  # fmt: skip
+        }
         write_text(staged / SCRIPT, _render("inference.py.tmpl", values))
         write_json(
             staged / "kernel-metadata.json",
@@ -445,8 +469,12 @@ def run_local(
     try:
         done = subprocess.run(
             [*(prefix or []), sys.executable, str(folder / SCRIPT)],
-            cwd=working, env=env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            cwd=working,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as error:
         raise KernelError(f"the kernel ran past {timeout:g} s; see {folder / SCRIPT}") from error
     (local / "kernel.log").write_text(done.stdout + done.stderr)

@@ -131,12 +131,25 @@ def list_runs(competition: Competition):
             info = Run(competition, name).info
         except KitError:
             info = {}
-        records.append({
-            "run": name, "model": info.get("model"), "metric": None, "cv": None, "cv_std": None,
-            "folds": "[]", "epochs": None, "seconds": None, "git_commit": info.get("git_commit"),
-            "folds_hash": info.get("folds_hash"), "complete": 0, "sweep": None, "public": None,
-            "submissions": 0, "state": run_state(competition, name, False),
-        })  # fmt: skip
+        records.append(
+            {
+                "run": name,
+                "model": info.get("model"),
+                "metric": None,
+                "cv": None,
+                "cv_std": None,
+                "folds": "[]",
+                "epochs": None,
+                "seconds": None,
+                "git_commit": info.get("git_commit"),
+                "folds_hash": info.get("folds_hash"),
+                "complete": 0,
+                "sweep": None,
+                "public": None,
+                "submissions": 0,
+                "state": run_state(competition, name, False),
+            }
+        )
     return pd.DataFrame(records)
 
 
@@ -242,13 +255,27 @@ def format_runs_table(frame, width: int = TABLE_WIDTH) -> str:
         ("LB", [format_score(v) for v in frame["public"]], ">", 8),
         ("subs", [str(int(v)) for v in frame["submissions"]], ">", 4),
     ]
-    known = {"run", "model", "metric", "cv", "cv_std", "folds", "epochs", "seconds", "git_commit",
-             "folds_hash", "complete", "public", "submissions"}  # fmt: skip
+    known = {
+        "run",
+        "model",
+        "metric",
+        "cv",
+        "cv_std",
+        "folds",
+        "epochs",
+        "seconds",
+        "git_commit",
+        "folds_hash",
+        "complete",
+        "public",
+        "submissions",
+    }
     for extra in [c for c in frame.columns if c not in known]:  # e.g. a sweep column
         columns.append((extra, ["" if v is None else str(v) for v in frame[extra]], "<", 12))
 
-    widths = [min(cap, max(len(name), *(len(v) for v in values))) for name, values, _, cap in
-              columns]  # fmt: skip
+    widths = [
+        min(cap, max(len(name), *(len(v) for v in values))) for name, values, _, cap in columns
+    ]
     # text columns (names, metric, extras) give way, widest first, until the line fits
     numeric = {"CV", "± std", "folds", "ep", "time", "commit", "LB", "subs"}
     shrinkable = [i for i, column in enumerate(columns) if column[0] not in numeric]

@@ -104,17 +104,27 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
         Metric("accuracy", True, SINGLE, _on_decisions(_accuracy_labels), _accuracy_labels),
-        Metric("f1_macro", True, (*SINGLE, "multilabel"), _on_decisions(_f1_labels("macro")),
-               _f1_labels("macro")),
-        Metric("f1_micro", True, (*SINGLE, "multilabel"), _on_decisions(_f1_labels("micro")),
-               _f1_labels("micro")),
+        Metric(
+            "f1_macro",
+            True,
+            (*SINGLE, "multilabel"),
+            _on_decisions(_f1_labels("macro")),
+            _f1_labels("macro"),
+        ),
+        Metric(
+            "f1_micro",
+            True,
+            (*SINGLE, "multilabel"),
+            _on_decisions(_f1_labels("micro")),
+            _f1_labels("micro"),
+        ),
         Metric("qwk", True, ("ordinal", "multiclass"), _on_decisions(_qwk_labels), _qwk_labels),
         Metric("log_loss", False, SINGLE, _log_loss),
         Metric("roc_auc", True, ("binary",), _roc_auc),
         Metric("mean_column_auc", True, ("multilabel",), _mean_column_auc),
         Metric("rmse", False, ("ordinal",), _rmse),
     ]
-}  # fmt: skip
+}
 
 
 def get_metric(name: str, task_kind: str | None = None) -> Metric:

@@ -47,8 +47,16 @@ def duration(seconds: float) -> str:
 class Bar:
     """Iterates `iterable` with a tqdm bar on a terminal, else plain lines every `every` seconds."""
 
-    def __init__(self, iterable, *, desc: str, total: int, initial: int = 0, enabled: bool = True,
-                 every: float = LINE_EVERY):  # fmt: skip
+    def __init__(
+        self,
+        iterable,
+        *,
+        desc: str,
+        total: int,
+        initial: int = 0,
+        enabled: bool = True,
+        every: float = LINE_EVERY,
+    ):
         self.iterable = iterable
         self.desc = desc
         self.total = total
@@ -68,9 +76,13 @@ class Bar:
             from tqdm.auto import tqdm
 
             self._tqdm = tqdm(
-                self.iterable, desc=self.desc, leave=False, initial=self.initial,
-                total=self.total, dynamic_ncols=True,
-            )  # fmt: skip
+                self.iterable,
+                desc=self.desc,
+                leave=False,
+                initial=self.initial,
+                total=self.total,
+                dynamic_ncols=True,
+            )
             try:
                 yield from self._tqdm
             finally:
@@ -86,8 +98,10 @@ class Bar:
                 rate = (done - self.initial) / max(now - started, 1e-9)
                 left = (self.total - done) / rate if rate > 0 else 0.0
                 values = "  ".join(f"{k} {v}" for k, v in self.postfix.items())
-                echo(f"{self.desc}  {done}/{self.total}  {values}  "
-                     f"{duration(now - started)} elapsed, {duration(left)} left")  # fmt: skip
+                echo(
+                    f"{self.desc}  {done}/{self.total}  {values}  "
+                    f"{duration(now - started)} elapsed, {duration(left)} left"
+                )
 
 
 class RunProgress:

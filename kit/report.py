@@ -23,8 +23,18 @@ from kit.run import Run
 MAX_MATRIX_CLASSES = 40  # past this a confusion matrix is unreadable; per-class scores remain
 LABEL_ERRORS = 24  # thumbnails of the most confident disagreements
 # the recipe fields shown in the header (the whole resolved config is runs/<run>/config.toml)
-HEADER_RECIPE = ("batch_size", "lr", "schedule", "weight_decay", "label_smoothing", "ema_decay",
-                 "mixup_alpha", "cutmix_alpha", "balance", "pseudo")  # fmt: skip
+HEADER_RECIPE = (
+    "batch_size",
+    "lr",
+    "schedule",
+    "weight_decay",
+    "label_smoothing",
+    "ema_decay",
+    "mixup_alpha",
+    "cutmix_alpha",
+    "balance",
+    "pseudo",
+)
 RUNS_PLOT = "cv_vs_lb.png"  # under runs/
 RUNS_PAGE = "index.html"  # under runs/
 
@@ -147,8 +157,15 @@ def _curves(epochs: pd.DataFrame, metric: str) -> str:
     for fold, rows in epochs.groupby("fold"):
         line = loss.plot(rows["epoch"], rows["loss"], marker="o", ms=3, label=f"fold {fold} train")
         if has_val_loss:
-            loss.plot(rows["epoch"], rows["val_loss"], marker="s", ms=3, ls="--",
-                      color=line[0].get_color(), label=f"fold {fold} valid")  # fmt: skip
+            loss.plot(
+                rows["epoch"],
+                rows["val_loss"],
+                marker="s",
+                ms=3,
+                ls="--",
+                color=line[0].get_color(),
+                label=f"fold {fold} valid",
+            )
         score.plot(rows["epoch"], rows[metric], marker="o", ms=3, label=f"fold {fold}")
         lr.plot(rows["epoch"], rows["lr"], marker="o", ms=3, label=f"fold {fold}")
     title = "loss (solid: training, dashed: validation)" if has_val_loss else "training loss"
@@ -186,8 +203,7 @@ def _class_sections(task, targets: np.ndarray, oof: pd.DataFrame) -> list[str]:
         )
         if len(codes) <= MAX_MATRIX_CLASSES:
             matrix = confusion_matrix(truth, decided, labels=codes)
-            parts += ["<h2>Confusion matrix (out of fold)</h2>",
-                      _confusion(matrix, labels)]  # fmt: skip
+            parts += ["<h2>Confusion matrix (out of fold)</h2>", _confusion(matrix, labels)]
     rows = [
         (H.escape(c), *(f'<span title="{v}">{v:.4f}</span>' for v in (p, r, f)), int(n))
         for c, p, r, f, n in zip(labels, precision, recall, f1, support, strict=True)
@@ -223,8 +239,9 @@ def _confusion(matrix: np.ndarray, labels: list) -> str:
             for (i, j), value in np.ndenumerate(values):
                 if matrix[i, j]:
                     colour = "white" if value > 0.55 * top else "black"
-                    axes.text(j, i, fmt.format(value), ha="center", va="center",
-                              fontsize=7, color=colour)  # fmt: skip
+                    axes.text(
+                        j, i, fmt.format(value), ha="center", va="center", fontsize=7, color=colour
+                    )
         made.colorbar(shown, ax=axes, shrink=0.8)
     return H.figure_tag(made, "confusion matrix")
 
@@ -304,7 +321,7 @@ def write_runs_overview(competition: Competition) -> dict:
                 _num(row.cv_std),
                 _num(getattr(row, "public", None)),
                 int(row.submissions),
-            )  # fmt: skip
+            )
         )
     scored = int(frame["public"].notna().sum()) if not frame.empty else 0
     body = [
@@ -335,18 +352,21 @@ def _cv_vs_lb_png(frame: pd.DataFrame) -> bytes:
     if len(scored):
         axes.scatter(scored["cv"], scored["public"], color="#4c72b0", zorder=3)
         for row in scored.itertuples():
-            axes.annotate(row.run, (row.cv, row.public), fontsize=8, xytext=(4, 3),
-                          textcoords="offset points")  # fmt: skip
+            axes.annotate(
+                row.run, (row.cv, row.public), fontsize=8, xytext=(4, 3), textcoords="offset points"
+            )
         low = float(min(scored["cv"].min(), scored["public"].min()))
         high = float(max(scored["cv"].max(), scored["public"].max()))
         pad = max((high - low) * 0.1, 1e-3)
-        axes.plot([low - pad, high + pad], [low - pad, high + pad], color="#999", ls=":",
-                  label="LB = CV")  # fmt: skip
+        axes.plot(
+            [low - pad, high + pad], [low - pad, high + pad], color="#999", ls=":", label="LB = CV"
+        )
         title = "CV against public LB, one point per run"
         if len(scored) >= 3 and scored["cv"].std() > 0 and scored["public"].std() > 0:
             title += f" (Pearson r {np.corrcoef(scored['cv'], scored['public'])[0, 1]:.2f})"
-        axes.set(xlabel=f"CV ({scored['metric'].iloc[0]})", ylabel="public leaderboard",
-                 title=title)  # fmt: skip
+        axes.set(
+            xlabel=f"CV ({scored['metric'].iloc[0]})", ylabel="public leaderboard", title=title
+        )
         axes.legend(fontsize=8)
     elif len(frame):
         ordered = frame.iloc[::-1]

@@ -201,9 +201,11 @@ def check_submission(competition: Competition, path: Path, classes: list | None 
     if classes is None:
         classes = competition_classes(competition)
     problems = validate_submission(
-        path, competition.path(competition.config.data.sample_submission), **_format(competition),
+        path,
+        competition.path(competition.config.data.sample_submission),
+        **_format(competition),
         classes=classes,
-    )  # fmt: skip
+    )
     if problems:
         raise SubmissionError(str(path), problems)
 

@@ -50,8 +50,12 @@ def machine_id() -> dict:
     from kit.device import usable_cores
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    return {"host": platform.node(), "cores": usable_cores(), "cpu": platform.processor(),
-            "gpu": gpu}  # fmt: skip
+    return {
+        "host": platform.node(),
+        "cores": usable_cores(),
+        "cpu": platform.processor(),
+        "gpu": gpu,
+    }
 
 
 def machine_file() -> Path:
@@ -175,10 +179,15 @@ def bench_data(
             for n in workers:
                 threads = set_threads(intra_op_threads(n, 1, config.train.threads))
                 loader = DataLoader(
-                    dataset, batch_size=batch_size, shuffle=False, num_workers=n,
-                    pin_memory=cuda, persistent_workers=n > 0, drop_last=True,
+                    dataset,
+                    batch_size=batch_size,
+                    shuffle=False,
+                    num_workers=n,
+                    pin_memory=cuda,
+                    persistent_workers=n > 0,
+                    drop_last=True,
                     worker_init_fn=worker_init if n > 0 else None,
-                )  # fmt: skip
+                )
                 iterator = iter(loader)
                 next(iterator)  # worker start-up is paid once per run, not per batch
                 started, seen = time.perf_counter(), 0
@@ -189,18 +198,29 @@ def bench_data(
                 if cuda:
                     torch.cuda.synchronize(device)
                 seconds = time.perf_counter() - started
-                rows.append({"num_workers": n, "batch_size": batch_size, "threads": threads,
-                             "img_per_s": round(seen / seconds, 1)})  # fmt: skip
+                rows.append(
+                    {
+                        "num_workers": n,
+                        "batch_size": batch_size,
+                        "threads": threads,
+                        "img_per_s": round(seen / seconds, 1),
+                    }
+                )
                 del iterator, loader
     finally:
         set_threads(threads_before)
     recommended = recommend(rows, config.train.batch_size)
     result = {
-        "device": str(device), "cores": cores, "images": len(items), "stages_ms": stages,
-        "loader": rows, "recommended": recommended, "written": None,
+        "device": str(device),
+        "cores": cores,
+        "images": len(items),
+        "stages_ms": stages,
+        "loader": rows,
+        "recommended": recommended,
+        "written": None,
         "cache_bytes": disk_bytes(source.cache_dir) if source.cache_dir is not None else None,
         "cache_format": config.data.cache_format if source.cache_dir is not None else None,
-    }  # fmt: skip
+    }
     if write:
         result["written"] = store_measurement(competition, recommended, str(device))
     return result
@@ -215,9 +235,11 @@ def store_measurement(competition: Competition, recommended: dict, device: str) 
         stored = {}
     stored["machine"] = machine_id()
     stored.setdefault("pipelines", {})[pipeline_key(competition.config, competition.root)] = {
-        **recommended, "device": device, "competition": str(competition.root),
+        **recommended,
+        "device": device,
+        "competition": str(competition.root),
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
     write_json(path, stored)
     written = f'{path} (train.num_workers = "auto" uses it on this machine)'
     if competition.config.train.num_workers != "auto":
@@ -241,8 +263,11 @@ def recommend(rows: list[dict], batch_size: int) -> dict:
     best = max(r["img_per_s"] for r in same)
     fast = [r for r in same if r["img_per_s"] >= GOOD_ENOUGH * best]
     choice = min(fast, key=lambda r: (r["num_workers"], -r["img_per_s"]))
-    return {"num_workers": choice["num_workers"], "batch_size": choice["batch_size"],
-            "img_per_s": choice["img_per_s"]}  # fmt: skip
+    return {
+        "num_workers": choice["num_workers"],
+        "batch_size": choice["batch_size"],
+        "img_per_s": choice["img_per_s"],
+    }
 
 
 def set_toml_value(path, section: str, key: str, value) -> str:
@@ -267,8 +292,10 @@ def set_toml_value(path, section: str, key: str, value) -> str:
 
 def format_table(result: dict) -> str:
     """The stage times and the loader table as text."""
-    lines = [f"device {result['device']}, {result['cores']} usable core(s), "
-             f"{result['images']} training images"]  # fmt: skip
+    lines = [
+        f"device {result['device']}, {result['cores']} usable core(s), "
+        f"{result['images']} training images"
+    ]
     lines += [f"  {name:<16} {ms:8.3f} ms/img" for name, ms in result["stages_ms"].items()]
     if result.get("cache_bytes") is not None:
         lines.append(

@@ -32,9 +32,17 @@ SUFFIXES = {"raw": ".u8", "png": ".png", "jpeg": ".jpg"}  # data.cache_format ->
 class ImageSource:
     """path -> HxWx3 uint8 array: the deterministic part of the pipeline (picklable for workers)."""
 
-    def __init__(self, preprocess=None, boxes: dict | None = None, cache_dir: Path | None = None,
-                 size: int = 0, *, cache_format: str = "raw", quality: int = 95,
-                 decode_size: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        preprocess=None,
+        boxes: dict | None = None,
+        cache_dir: Path | None = None,
+        size: int = 0,
+        *,
+        cache_format: str = "raw",
+        quality: int = 95,
+        decode_size: int = 0,
+    ):
         self.preprocess = preprocess
         self.boxes = boxes or {}
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -135,9 +143,13 @@ def disk_bytes(folder: Path) -> int:
 
 
 def create_image_source(
-    config, root: Path | None = None, items=None, *, cache: bool | None = None,
+    config,
+    root: Path | None = None,
+    items=None,
+    *,
+    cache: bool | None = None,
     augment: list | None = None,
-) -> ImageSource:  # fmt: skip
+) -> ImageSource:
     """The ImageSource of a config: boxes from items' bbox columns, cache under root/cache/.
 
     augment: the specs of the pipeline that follows. When it resizes first (no sizing op of its
@@ -159,8 +171,11 @@ def create_image_source(
         cache_dir.mkdir(parents=True, exist_ok=True)
         meta = cache_dir / "key.json"
         if not meta.exists():
-            meta.write_text(json.dumps({"preprocess": data.preprocess,
-                                        "bbox_columns": data.bbox_columns}, indent=1))  # fmt: skip
+            meta.write_text(
+                json.dumps(
+                    {"preprocess": data.preprocess, "bbox_columns": data.bbox_columns}, indent=1
+                )
+            )
     size = data.cache_size or config.train.image_size
     decode_size = 0
     if not data.preprocess and boxes is None:
@@ -169,6 +184,11 @@ def create_image_source(
         elif augment is not None and not any(spec.get("name") in SIZING for spec in augment):
             decode_size = config.train.image_size  # the pipeline's first op: Resize to it
     return ImageSource(
-        create_preprocess(data.preprocess), boxes, cache_dir, size,
-        cache_format=data.cache_format, quality=data.cache_quality, decode_size=decode_size,
-    )  # fmt: skip
+        create_preprocess(data.preprocess),
+        boxes,
+        cache_dir,
+        size,
+        cache_format=data.cache_format,
+        quality=data.cache_quality,
+        decode_size=decode_size,
+    )

@@ -31,9 +31,13 @@ def download(
 
 
 def build_example(
-    competition: Competition, example: str, *, force: bool, limit: int | None,
+    competition: Competition,
+    example: str,
+    *,
+    force: bool,
+    limit: int | None,
     replace_key: bool = False,
-) -> dict:  # fmt: skip
+) -> dict:
     from kit.data.examples import build_digits
     from kit.platforms.local import LocalLeaderboard
 
@@ -44,17 +48,23 @@ def build_example(
         same_limit = manifest.exists() and json.loads(manifest.read_text()).get("limit") == limit
         current = same_limit and board.has(competition.name)
         if current and not force:
-            return {"source": f"example:{example}", "data_dir": str(competition.data_dir),
-                    "skipped": True}  # fmt: skip
+            return {
+                "source": f"example:{example}",
+                "data_dir": str(competition.data_dir),
+                "skipped": True,
+            }
         config = competition.config
         key = {
-            "metric": config.metric.name, "daily_limit": config.competition.daily_limit,
+            "metric": config.metric.name,
+            "daily_limit": config.competition.daily_limit,
             "id_column": config.submission.id_column,
-            "target_column": config.submission.target_column, "root": competition.root,
-        }  # fmt: skip
+            "target_column": config.submission.target_column,
+            "root": competition.root,
+        }
         if not replace_key:  # refuse before the data is rebuilt, not after
-            board.check_registration(competition.name, answers_change=manifest.exists() and not same_limit,
-                                     **key)  # fmt: skip
+            board.check_registration(
+                competition.name, answers_change=manifest.exists() and not same_limit, **key
+            )
         answers = build_digits(competition.data_dir, limit=limit)
         board.register(competition.name, answers, replace=replace_key, **key)
     return {

@@ -301,9 +301,13 @@ def report_competition(competition, *, max_images: int | None = SAMPLE_IMAGES) -
     out = competition.root / "eda.html"
     drift = _drift_section(competition, max_images)
     summary = write_eda_report(
-        items, out, classes=classes, title=competition.name, max_images=max_images,
+        items,
+        out,
+        classes=classes,
+        title=competition.name,
+        max_images=max_images,
         extra_sections=[("drift", "Train vs test", drift["html"])] if drift else [],
-    )  # fmt: skip
+    )
     return {"report": str(out), **summary, "drift": drift["summary"] if drift else None}
 
 

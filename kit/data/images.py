@@ -142,8 +142,11 @@ def _decode_reduced(data: bytes, factor: int) -> np.ndarray | None:
         import cv2
     except ImportError:
         return None
-    flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-             8: cv2.IMREAD_REDUCED_COLOR_8}[factor]  # fmt: skip
+    flags = {
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }[factor]
     # PIL, kit's full decode, does not apply EXIF orientation, so neither may this one
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:

@@ -63,8 +63,16 @@ def index_files(root: Path | None, paths) -> pd.DataFrame:
         try:
             stat = os.stat(path)
         except OSError as error:
-            rows.append({"size": -1, "mtime_ns": 0, "width": 0, "height": 0, "format": "",
-                         "bad": error.strerror or "unreadable"})  # fmt: skip
+            rows.append(
+                {
+                    "size": -1,
+                    "mtime_ns": 0,
+                    "width": 0,
+                    "height": 0,
+                    "format": "",
+                    "bad": error.strerror or "unreadable",
+                }
+            )
             continue
         known = stored.get(key)
         if (
@@ -111,8 +119,9 @@ def _read(root: Path | None) -> dict[str, dict]:
     if root is None or not (root / INDEX_FILE).exists():
         return {}
     try:
-        frame = pd.read_csv(root / INDEX_FILE, dtype={"path": str, "format": str, "bad": str},
-                            keep_default_na=False)  # fmt: skip
+        frame = pd.read_csv(
+            root / INDEX_FILE, dtype={"path": str, "format": str, "bad": str}, keep_default_na=False
+        )
     except (OSError, ValueError, pd.errors.ParserError):
         return {}  # a damaged index is rebuilt, never trusted
     if list(frame.columns) != COLUMNS:

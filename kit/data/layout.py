@@ -164,9 +164,10 @@ def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
 def _image_files(folder: Path) -> list[Path]:
     # hidden files (._x.jpg from macOS archives) are not images of the competition
     files = sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )  # fmt: skip
+    )
     undecodable = [p for p in files if not _utf8(str(p.relative_to(folder)))]
     if undecodable:  # ids and tables are UTF-8 text: such a name cannot be written to them
         shown = [repr(os.fsencode(p.relative_to(folder)))[2:-1] for p in undecodable]
@@ -336,9 +337,11 @@ def competition_task(competition: Competition, items: pd.DataFrame) -> tuple[pd.
     """
     data = competition.config.data
     task = create_task(
-        competition.config.task.type, items["target"], label_columns=data.target_columns,
+        competition.config.task.type,
+        items["target"],
+        label_columns=data.target_columns,
         classes=data.classes,
-    )  # fmt: skip
+    )
     if data.classes:  # data.classes are text: targets are compared as text
         items = items.assign(target=items["target"].astype(str))
     return items, task

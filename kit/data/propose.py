@@ -77,19 +77,21 @@ def propose_data_section(root: Path, data_dir: Path) -> Proposal:
     rel = lambda path: Path(path).relative_to(root).as_posix()  # noqa: E731
     csvs = sorted(p for p in data_dir.rglob("*.csv") if not p.name.startswith("."))
     folders = _image_folders(data_dir)
-    sample = next((p for p in csvs if "sample" in p.name.lower() or "submission" in p.name.lower()),
-                  None)  # fmt: skip
+    sample = next(
+        (p for p in csvs if "sample" in p.name.lower() or "submission" in p.name.lower()), None
+    )
     test_dir = next((d for d in folders if d.name.lower().startswith("test")), None)
     train_candidates = [d for d in folders if d != test_dir]
-    train_dir = next((d for d in train_candidates if d.name.lower().startswith("train")),
-                     train_candidates[0] if train_candidates else None)  # fmt: skip
+    train_dir = next(
+        (d for d in train_candidates if d.name.lower().startswith("train")),
+        train_candidates[0] if train_candidates else None,
+    )
     if train_dir is None:
         raise DataError(
             f"{data_dir}: no folder of images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
             "put the training images in data/train/"
         )
-    proposal.set("data", "train_dir", rel(train_dir),
-                 f"{_count_images(train_dir)} images")  # fmt: skip
+    proposal.set("data", "train_dir", rel(train_dir), f"{_count_images(train_dir)} images")
     if test_dir is not None:
         proposal.set("data", "test_dir", rel(test_dir), f"{_count_images(test_dir)} images")
     else:
@@ -104,16 +106,24 @@ def propose_data_section(root: Path, data_dir: Path) -> Proposal:
     classes = None
     if matched:
         csv, id_column, ext, table, share = matched
-        proposal.set("data", "layout", "csv", f"{csv.name} names the images ({share:.0%} of ids "
-                     "match a file)")  # fmt: skip
+        proposal.set(
+            "data",
+            "layout",
+            "csv",
+            f"{csv.name} names the images ({share:.0%} of ids match a file)",
+        )
         proposal.set("data", "train_csv", rel(csv), "the table whose ids match the images")
         proposal.set("data", "id_column", id_column, "its values are the image file names")
         proposal.set("data", "image_ext", ext, "the extension of the matched files")
         classes = _propose_targets(proposal, table, id_column, csv)
     elif _is_folder_per_class(train_dir):
         subfolders = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
-        proposal.set("data", "layout", "folder_per_class",
-                     f"{train_dir.name}/ holds {len(subfolders)} folders of images")  # fmt: skip
+        proposal.set(
+            "data",
+            "layout",
+            "folder_per_class",
+            f"{train_dir.name}/ holds {len(subfolders)} folders of images",
+        )
         proposal.confirm.append(
             f"the classes are the folder names ({_short(subfolders)}); confirm they are labels, "
             "not patients or batches"
@@ -151,10 +161,13 @@ def _image_folders(data_dir: Path) -> list[Path]:
     for leaf in leaves:
         children.setdefault(leaf.parent, []).append(leaf)
     containers = [
-        parent for parent, kids in children.items()
-        if parent != data_dir and len(kids) >= 2 and not any(_is_image(p) for p in parent.iterdir())
+        parent
+        for parent, kids in children.items()
+        if parent != data_dir
+        and len(kids) >= 2
+        and not any(_is_image(p) for p in parent.iterdir())
         and not any(k.name.lower().startswith(("train", "test")) for k in kids)
-    ]  # fmt: skip
+    ]
     found = containers + [leaf for leaf in leaves if leaf.parent not in containers]
     return sorted(found, key=lambda p: (len(p.parts), p.as_posix()))
 
@@ -219,11 +232,13 @@ def _propose_targets(proposal: Proposal, table: pd.DataFrame, id_column: str, cs
     if not candidates:
         proposal.confirm.append(f"{csv.name}: no column looks like a label; set data.target_column")
         return None
-    target = next((c for c in candidates if c.lower() in ("label", "target", "class")),
-                  candidates[0])  # fmt: skip
+    target = next(
+        (c for c in candidates if c.lower() in ("label", "target", "class")), candidates[0]
+    )
     classes = sorted(table[target].dropna().unique())
-    proposal.set("data", "target_column", target,
-                 f"{len(classes)} distinct values ({_short(classes)})")  # fmt: skip
+    proposal.set(
+        "data", "target_column", target, f"{len(classes)} distinct values ({_short(classes)})"
+    )
     rest = [c for c in candidates if c != target]
     note = f"; other candidates: {', '.join(rest)}" if rest else ""
     proposal.confirm.append(f"the label is column '{target}' of {csv.name}{note}")
@@ -245,8 +260,12 @@ def _propose_submission(proposal: Proposal, sample: Path, test_dir: Path | None,
     columns = list(table.columns[1:])
     class_names = {str(c) for c in classes or []}
     if len(columns) > 1:
-        proposal.set("submission", "format", "probabilities",
-                     f"{len(columns)} prediction columns: one per class")  # fmt: skip
+        proposal.set(
+            "submission",
+            "format",
+            "probabilities",
+            f"{len(columns)} prediction columns: one per class",
+        )
         if class_names and not set(columns) <= class_names:
             proposal.confirm.append(
                 f"{sample.name}'s columns ({_short(columns)}) should be the class names"

@@ -19,17 +19,49 @@ from kit.errors import ConfigError
 
 # ops that set the image size: a pipeline holding one of them is not resized up front
 SIZING = {
-    "Resize", "RandomResizedCrop", "RandomSizedCrop", "CenterCrop", "RandomCrop", "Crop",
-    "SmallestMaxSize", "LongestMaxSize", "RandomCropFromBorders", "AtLeastOneBBoxRandomCrop",
-}  # fmt: skip
+    "Resize",
+    "RandomResizedCrop",
+    "RandomSizedCrop",
+    "CenterCrop",
+    "RandomCrop",
+    "Crop",
+    "SmallestMaxSize",
+    "LongestMaxSize",
+    "RandomCropFromBorders",
+    "AtLeastOneBBoxRandomCrop",
+}
 # ops whose cost grows with the pixels and that are worth running after a downscale
 HEAVY = {
-    "CLAHE", "Affine", "ShiftScaleRotate", "Rotate", "SafeRotate", "ElasticTransform",
-    "GridDistortion", "OpticalDistortion", "Perspective", "GaussianBlur", "MotionBlur",
-    "MedianBlur", "GlassBlur", "GaussNoise", "ColorJitter", "HueSaturationValue", "Sharpen",
-    "Emboss", "Equalize", "RandomBrightnessContrast", "RandomGamma", "ISONoise", "Superpixels",
-    "RandomFog", "RandomRain", "RandomShadow", "Downscale", "ImageCompression", "Defocus",
-}  # fmt: skip
+    "CLAHE",
+    "Affine",
+    "ShiftScaleRotate",
+    "Rotate",
+    "SafeRotate",
+    "ElasticTransform",
+    "GridDistortion",
+    "OpticalDistortion",
+    "Perspective",
+    "GaussianBlur",
+    "MotionBlur",
+    "MedianBlur",
+    "GlassBlur",
+    "GaussNoise",
+    "ColorJitter",
+    "HueSaturationValue",
+    "Sharpen",
+    "Emboss",
+    "Equalize",
+    "RandomBrightnessContrast",
+    "RandomGamma",
+    "ISONoise",
+    "Superpixels",
+    "RandomFog",
+    "RandomRain",
+    "RandomShadow",
+    "Downscale",
+    "ImageCompression",
+    "Defocus",
+}
 
 
 class SlowPipelineWarning(UserWarning):

@@ -61,8 +61,10 @@ def state(values: dict) -> str:
     as frozen (start and end are stored as UTC ISO times, so text order is time order)."""
     current = values.get("state", "open")
     now = now_iso()
-    if current == "open" and ((values.get("end") and now >= values["end"])
-                              or (values.get("start") and now < values["start"])):  # fmt: skip
+    if current == "open" and (
+        (values.get("end") and now >= values["end"])
+        or (values.get("start") and now < values["start"])
+    ):
         return "frozen"
     return current
 
@@ -390,10 +392,16 @@ def add_baseline(
             data, rules, scoring.AnswerKey(store.read_answers()), Path(hostdir) / "scratch"
         )
         row, _ = store.add_submission(
-            {"team_id": team_id, "submitted_at": now_iso(), "message": message or name,
-             "file_name": Path(file).name, "content": data, **scores},
+            {
+                "team_id": team_id,
+                "submitted_at": now_iso(),
+                "message": message or name,
+                "file_name": Path(file).name,
+                "content": data,
+                **scores,
+            },
             daily_limit=None,
-        )  # fmt: skip
+        )
         return row
     finally:
         store.close()
@@ -410,8 +418,10 @@ def rescore(hostdir: Path, *, solution: Path | None = None, db: str | None = Non
             missing = [c for c in (id_column, target, "Usage") if c not in frame.columns]
             if missing:
                 raise DataError(f"{solution}: missing column(s) {', '.join(missing)}")
-            rows = [{"id": i, "target": t, "usage": u.capitalize()}
-                    for i, t, u in zip(frame[id_column], frame[target], frame["Usage"], strict=True)]  # fmt: skip
+            rows = [
+                {"id": i, "target": t, "usage": u.capitalize()}
+                for i, t, u in zip(frame[id_column], frame[target], frame["Usage"], strict=True)
+            ]
             sample = pd.read_csv(Path(hostdir) / "public" / "sample_submission.csv", dtype=str)
             differ = set(frame[id_column]) ^ set(sample[id_column])
             if differ:
@@ -423,8 +433,10 @@ def rescore(hostdir: Path, *, solution: Path | None = None, db: str | None = Non
             store.set_meta({"answers_version": values.get("answers_version", 1) + 1})
         rules = scoring.Rules.from_meta(values, hostdir)
         key = scoring.AnswerKey(store.read_answers())
-        scores = {row["id"]: scoring.score(row["content"], rules, key)
-                  for row in store.all_submissions(with_content=True)}  # fmt: skip
+        scores = {
+            row["id"]: scoring.score(row["content"], rules, key)
+            for row in store.all_submissions(with_content=True)
+        }
         store.set_scores(scores)
         return len(scores)
     finally:
@@ -463,8 +475,11 @@ def standings(store: Store, values: dict, *, private: bool) -> list[dict]:
         if private:
             chosen = [r for r in entries if r["final"]] or [best]
             pick = min(chosen, key=lambda r: (order(r["private_score"]), r["id"]))
-            line.update(private_score=pick["private_score"], _private_id=pick["id"],
-                        selected=[r["id"] for r in chosen])  # fmt: skip
+            line.update(
+                private_score=pick["private_score"],
+                _private_id=pick["id"],
+                selected=[r["id"] for r in chosen],
+            )
         table.append(line)
     _rank(table, "public_score", "rank", order)
     if private:
@@ -489,8 +504,16 @@ def _rank(table: list[dict], score: str, field: str, order) -> None:
         row.setdefault(field, None)
 
 
-BOARD_FIELDS = ("rank", "team", "public_score", "public_low", "public_high", "entries", "last",
-                "baseline")  # fmt: skip
+BOARD_FIELDS = (
+    "rank",
+    "team",
+    "public_score",
+    "public_low",
+    "public_high",
+    "entries",
+    "last",
+    "baseline",
+)
 REVEALED_FIELDS = ("private_rank", "private_score", "rank_change")  # only after the reveal
 
 
@@ -507,17 +530,32 @@ def standings_frame(store: Store) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "private_rank": r["private_rank"], "team": r["team"],
-                "members": ";".join(members.get(r["team"], [])), "baseline": r["baseline"],
-                "private_score": r["private_score"], "public_rank": r["rank"],
-                "public_score": r["public_score"], "submission_id": r["_private_id"],
-                "selected": ";".join(map(str, r["selected"])), "entries": r["entries"],
+                "private_rank": r["private_rank"],
+                "team": r["team"],
+                "members": ";".join(members.get(r["team"], [])),
+                "baseline": r["baseline"],
+                "private_score": r["private_score"],
+                "public_rank": r["rank"],
+                "public_score": r["public_score"],
+                "submission_id": r["_private_id"],
+                "selected": ";".join(map(str, r["selected"])),
+                "entries": r["entries"],
             }
             for r in table
         ],
-        columns=["private_rank", "team", "members", "baseline", "private_score", "public_rank",
-                 "public_score", "submission_id", "selected", "entries"],
-    )  # fmt: skip
+        columns=[
+            "private_rank",
+            "team",
+            "members",
+            "baseline",
+            "private_score",
+            "public_rank",
+            "public_score",
+            "submission_id",
+            "selected",
+            "entries",
+        ],
+    )
 
 
 def export(hostdir: Path, out: Path | None = None, *, db: str | None = None) -> Path:
@@ -541,9 +579,11 @@ def make_demo(folder: Path, *, limit: int | None = None) -> dict:
 
     folder = Path(folder)
     root = folder / "competitions" / "digits"
-    competition = Competition.load(root) if root.exists() else new_competition(
-        "digits", folder / "competitions", example="digits"
-    )  # fmt: skip
+    competition = (
+        Competition.load(root)
+        if root.exists()
+        else new_competition("digits", folder / "competitions", example="digits")
+    )
     download(competition, limit=limit, progress=False, replace_key=True)
     hostdir = folder / "host"
     tokens = {}
@@ -551,8 +591,12 @@ def make_demo(folder: Path, *, limit: int | None = None) -> dict:
         tokens[HOST_TEAM] = init_host(hostdir, root, daily_limit=10)["host_token"]
         for team in DEMO_TEAMS:
             tokens[team] = add_team(hostdir, team, [f"{team}@example.org"])
-        add_baseline(hostdir, competition.path(competition.config.data.sample_submission),
-                     name="all-zeros baseline", message="every image is a 0")  # fmt: skip
+        add_baseline(
+            hostdir,
+            competition.path(competition.config.data.sample_submission),
+            name="all-zeros baseline",
+            message="every image is a 0",
+        )
     else:
         for team in (HOST_TEAM, *DEMO_TEAMS):
             tokens[team] = rotate_team(hostdir, team)

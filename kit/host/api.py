@@ -48,8 +48,13 @@ def bearer_team(request: Request, host: HostDep) -> dict:
     team = host.bearer_team(request)
     if team is None:
         host.failed(request)
-        raise Refused(JSONResponse({"error": "missing or invalid token: send Authorization: Bearer TOKEN"},
-                                   401, headers={"WWW-Authenticate": "Bearer"}))  # fmt: skip
+        raise Refused(
+            JSONResponse(
+                {"error": "missing or invalid token: send Authorization: Bearer TOKEN"},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        )
     return team
 
 
@@ -58,8 +63,19 @@ BearerTeam = Annotated[dict, Depends(bearer_team)]  # sync: FastAPI runs it on a
 
 def submission_row(row: dict, *, revealed: bool) -> dict:
     """A team's own submission as the API shows it (private score only after reveal)."""
-    shown = {k: row[k] for k in ("id", "submitted_at", "message", "file_name", "public_score",
-                                 "public_low", "public_high", "final")}  # fmt: skip
+    shown = {
+        k: row[k]
+        for k in (
+            "id",
+            "submitted_at",
+            "message",
+            "file_name",
+            "public_score",
+            "public_low",
+            "public_high",
+            "final",
+        )
+    }
     if revealed:
         shown["private_score"] = row.get("private_score")
     return shown
@@ -68,20 +84,31 @@ def submission_row(row: dict, *, revealed: bool) -> dict:
 @router.get("/competition")
 def competition(host: HostDep):
     values = host.settings()
-    return {"name": values["name"], "title": values["title"], "metric": values["metric"],
-            "greater_is_better": values["greater_is_better"],
-            "daily_limit": values["daily_limit"], "max_finals": values["max_finals"],
-            "team_size": values["team_size"], "state": admin.state(values),
-            "start": values["start"] or None, "deadline": values["end"] or None,
-            "format": values["format"], "id_column": values["id_column"],
-            "target_column": values["target_column"]}  # fmt: skip
+    return {
+        "name": values["name"],
+        "title": values["title"],
+        "metric": values["metric"],
+        "greater_is_better": values["greater_is_better"],
+        "daily_limit": values["daily_limit"],
+        "max_finals": values["max_finals"],
+        "team_size": values["team_size"],
+        "state": admin.state(values),
+        "start": values["start"] or None,
+        "deadline": values["end"] or None,
+        "format": values["format"],
+        "id_column": values["id_column"],
+        "target_column": values["target_column"],
+    }
 
 
 @router.get("/me")
 def me(host: HostDep, team: BearerTeam):
     values = host.settings()
-    return {"team": team["name"], "role": team["role"],
-            "remaining_today": host.remaining(team, values)}  # fmt: skip
+    return {
+        "team": team["name"],
+        "role": team["role"],
+        "remaining_today": host.remaining(team, values),
+    }
 
 
 @router.post("/submissions")
@@ -94,9 +121,14 @@ async def submit(request: Request, host: HostDep, team: BearerTeam):
     message = str(form.get("message") or "")
     key = request.headers.get("idempotency-key")
     status, body = await anyio.to_thread.run_sync(
-        host.submit, team, data, upload.filename, message, key[:200] if key else None,
+        host.submit,
+        team,
+        data,
+        upload.filename,
+        message,
+        key[:200] if key else None,
         limiter=host.limiter,
-    )  # fmt: skip
+    )
     return JSONResponse(body, status)
 
 
@@ -112,8 +144,11 @@ def leaderboard(host: HostDep):
     values = host.settings()
     revealed = admin.state(values) == "revealed"
     rows = host.leaderboard(values, private=revealed)
-    return {"state": admin.state(values), "metric": values["metric"],
-            "rows": [admin.public_view(r) for r in rows]}  # fmt: skip
+    return {
+        "state": admin.state(values),
+        "metric": values["metric"],
+        "rows": [admin.public_view(r) for r in rows],
+    }
 
 
 @router.post("/finals")
@@ -129,9 +164,14 @@ async def finals(request: Request, host: HostDep, team: BearerTeam):
 
 @router.get("/files")
 def files(host: HostDep, team: BearerTeam):
-    return [{"name": name, "size": path.stat().st_size,
-             "creation_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))}
-            for name, path in sorted(host.public_files().items())]  # fmt: skip
+    return [
+        {
+            "name": name,
+            "size": path.stat().st_size,
+            "creation_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime)),
+        }
+        for name, path in sorted(host.public_files().items())
+    ]
 
 
 @router.get("/files/{name}")

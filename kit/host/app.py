@@ -116,9 +116,15 @@ class Host:
             )
         except SubmissionError as error:
             return 400, {"error": "; ".join(error.problems), "problems": error.problems}
-        row = {"team_id": team["id"], "submitted_at": now_iso(), "message": message[:MESSAGE_MAX],
-               "file_name": Path(file_name or "submission.csv").name[:200],
-               "idempotency_key": key, "content": data, **scores}  # fmt: skip
+        row = {
+            "team_id": team["id"],
+            "submitted_at": now_iso(),
+            "message": message[:MESSAGE_MAX],
+            "file_name": Path(file_name or "submission.csv").name[:200],
+            "idempotency_key": key,
+            "content": data,
+            **scores,
+        }
         try:
             stored, created = self.store.add_submission(row, daily_limit=limit)
         except LimitReached:
@@ -178,8 +184,9 @@ async def guard(request: Request, call_next):
     request.state.csrf_cookie = cookie or auth.new_csrf_cookie()
     response = await call_next(request)
     if cookie is None and not request.url.path.startswith("/api/"):
-        response.set_cookie(auth.CSRF_COOKIE, request.state.csrf_cookie, httponly=True,
-                            samesite="strict")  # fmt: skip
+        response.set_cookie(
+            auth.CSRF_COOKIE, request.state.csrf_cookie, httponly=True, samesite="strict"
+        )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -200,8 +207,15 @@ def create_app(hostdir: Path | str | None = None, db: str | None = None) -> Fast
     return app
 
 
-def serve(hostdir: Path, *, bind: str = "127.0.0.1", port: int = 8800, db: str | None = None,
-          workers: int = 1, log_level: str = "info") -> None:  # fmt: skip
+def serve(
+    hostdir: Path,
+    *,
+    bind: str = "127.0.0.1",
+    port: int = 8800,
+    db: str | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+) -> None:
     """Run the server until interrupted (uvicorn; several workers share one PostgreSQL)."""
     import uvicorn
 
@@ -210,7 +224,13 @@ def serve(hostdir: Path, *, bind: str = "127.0.0.1", port: int = 8800, db: str |
         os.environ["KIT_HOST_DIR"] = str(hostdir)
         if db:
             os.environ["KIT_HOST_DB"] = db
-        uvicorn.run("kit.host.app:create_app", factory=True, host=bind, port=port,
-                    workers=workers, log_level=log_level)  # fmt: skip
+        uvicorn.run(
+            "kit.host.app:create_app",
+            factory=True,
+            host=bind,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
     else:
         uvicorn.run(create_app(hostdir, db), host=bind, port=port, log_level=log_level)

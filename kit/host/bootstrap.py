@@ -64,13 +64,18 @@ def _qwk(confusion: np.ndarray) -> np.ndarray:
     expected = confusion.sum(axis=2)[:, :, None] * confusion.sum(axis=1)[:, None, :] / total
     observed_cost = (weights * confusion).sum(axis=(1, 2))
     expected_cost = (weights * expected).sum(axis=(1, 2))
-    return 1 - np.divide(observed_cost, expected_cost, out=np.zeros(len(confusion)),
-                         where=expected_cost > 0)  # fmt: skip
+    return 1 - np.divide(
+        observed_cost, expected_cost, out=np.zeros(len(confusion)), where=expected_cost > 0
+    )
 
 
 # single-label micro-F1 is accuracy
-CONFUSION_METRICS = {"accuracy": _accuracy, "f1_micro": _accuracy, "f1_macro": _f1_macro,
-                     "qwk": _qwk}  # fmt: skip
+CONFUSION_METRICS = {
+    "accuracy": _accuracy,
+    "f1_micro": _accuracy,
+    "f1_macro": _f1_macro,
+    "qwk": _qwk,
+}
 
 
 def undetermined_ranks(rows: list[dict]) -> int:

@@ -73,25 +73,35 @@ def _score(value) -> str:
 
 def state_line(state: str, settings: dict) -> str:
     end = f"; ends {escape(settings['end'])} UTC" if settings.get("end") else ""
-    words = {"open": "open for submissions", "frozen": "closed: submissions are frozen",
-             "revealed": "finished: private scores are revealed"}  # fmt: skip
+    words = {
+        "open": "open for submissions",
+        "frozen": "closed: submissions are frozen",
+        "revealed": "finished: private scores are revealed",
+    }
     return f"<p>Competition <span class=state id=state>{state}</span> {words[state]}{end}.</p>"
 
 
-def leaderboard(rows: list[dict], *, revealed: bool, settings: dict, team: dict | None,
-                noise: dict | None) -> str:  # fmt: skip
+def leaderboard(
+    rows: list[dict], *, revealed: bool, settings: dict, team: dict | None, noise: dict | None
+) -> str:
     """The public board (or the private one after reveal, with each team's rank change)."""
     direction = "higher" if settings["greater_is_better"] else "lower"
-    head = ("<tr><th class=num>#</th><th>Team</th>"
-            + ("<th class=num>Private</th><th class=num>Change</th>" if revealed else "")
-            + "<th class=num>Public</th><th class=num>90% interval</th>"
-            "<th class=num>Entries</th><th>Last</th></tr>")  # fmt: skip
+    head = (
+        "<tr><th class=num>#</th><th>Team</th>"
+        + ("<th class=num>Private</th><th class=num>Change</th>" if revealed else "")
+        + "<th class=num>Public</th><th class=num>90% interval</th>"
+        "<th class=num>Entries</th><th>Last</th></tr>"
+    )
     lines = []
     for row in rows:
         classes = " ".join(
-            c for c, on in (("baseline", row["baseline"]),
-                            ("you", team is not None and team["name"] == row["team"])) if on
-        )  # fmt: skip
+            c
+            for c, on in (
+                ("baseline", row["baseline"]),
+                ("you", team is not None and team["name"] == row["team"]),
+            )
+            if on
+        )
         rank = row["private_rank"] if revealed else row["rank"]
         name = escape(row["team"]) + (" <em>(host baseline)</em>" if row["baseline"] else "")
         cells = f"<td class=num>{rank or ''}</td><td>{name}</td>"
@@ -101,8 +111,9 @@ def leaderboard(rows: list[dict], *, revealed: bool, settings: dict, team: dict 
             cells += f"<td class=num>{_score(row['private_score'])}</td><td class=num>{arrow}</td>"
         interval = (
             f"{_score(row['public_low'])} – {_score(row['public_high'])}"
-            if row["public_low"] is not None else ""
-        )  # fmt: skip
+            if row["public_low"] is not None
+            else ""
+        )
         cells += (
             f"<td class=num>{_score(row['public_score'])}</td><td class=num>{interval}</td>"
             f"<td class=num>{row['entries']}</td><td>{escape(row['last'][:16])}</td>"
@@ -110,8 +121,9 @@ def leaderboard(rows: list[dict], *, revealed: bool, settings: dict, team: dict 
         lines.append(f"<tr class='{classes}'>{cells}</tr>")
     table = (
         f"<div class=scroll><table id=leaderboard>{head}{''.join(lines)}</table></div>"
-        if rows else "<p>No submissions yet.</p>"
-    )  # fmt: skip
+        if rows
+        else "<p>No submissions yet.</p>"
+    )
     which = "Private leaderboard" if revealed else "Public leaderboard"
     note = (
         f"<p class=note>Metric <code>{escape(settings['metric'])}</code>, {direction} is better. "
@@ -158,18 +170,31 @@ def submit(csrf: str, *, remaining: int, daily_limit: int, state: str, problems=
     )
 
 
-def my_submissions(rows: list[dict], *, csrf: str, remaining: int, settings: dict,
-                   revealed: bool, new_id: int | None, state: str) -> str:  # fmt: skip
+def my_submissions(
+    rows: list[dict],
+    *,
+    csrf: str,
+    remaining: int,
+    settings: dict,
+    revealed: bool,
+    new_id: int | None,
+    state: str,
+) -> str:
     banner = ""
     if new_id is not None:
         new = next((r for r in rows if r["id"] == new_id), None)
         if new:
-            banner = (f"<p class=ok id=scored>Submission {new_id} scored: public "
-                      f"{escape(settings['metric'])} <strong>{_score(new['public_score'])}</strong>"
-                      "</p>")  # fmt: skip
-    head = ("<tr><th>Final</th><th class=num>Id</th><th>Time (UTC)</th><th>Message</th>"
-            "<th class=num>Public</th><th class=num>90% interval</th>"
-            + ("<th class=num>Private</th>" if revealed else "") + "</tr>")  # fmt: skip
+            banner = (
+                f"<p class=ok id=scored>Submission {new_id} scored: public "
+                f"{escape(settings['metric'])} <strong>{_score(new['public_score'])}</strong>"
+                "</p>"
+            )
+    head = (
+        "<tr><th>Final</th><th class=num>Id</th><th>Time (UTC)</th><th>Message</th>"
+        "<th class=num>Public</th><th class=num>90% interval</th>"
+        + ("<th class=num>Private</th>" if revealed else "")
+        + "</tr>"
+    )
     lines = []
     for row in rows:
         checked = " checked" if row["final"] else ""
@@ -225,8 +250,10 @@ def host_teams(rows: list[dict]) -> str:
         f"<td class=num>{r['entries']}</td></tr>"
         for r in rows
     )
-    return ("<h1>Teams</h1><div class=scroll><table><tr><th>Team</th><th>Role</th><th>Token</th>"
-            f"<th>Members</th><th class=num>Entries</th></tr>{lines}</table></div>")  # fmt: skip
+    return (
+        "<h1>Teams</h1><div class=scroll><table><tr><th>Team</th><th>Role</th><th>Token</th>"
+        f"<th>Members</th><th class=num>Entries</th></tr>{lines}</table></div>"
+    )
 
 
 def host_submissions(rows: list[dict]) -> str:
@@ -237,9 +264,11 @@ def host_submissions(rows: list[dict]) -> str:
         f"<td>{'yes' if r['final'] else ''}</td></tr>"
         for r in reversed(rows)
     )
-    return ("<h1>All submissions</h1><div class=scroll><table><tr><th class=num>Id</th><th>Team</th>"
-            "<th>Time</th><th>Message</th><th class=num>Public</th><th class=num>Private</th>"
-            f"<th>Final</th></tr>{lines}</table></div>")  # fmt: skip
+    return (
+        "<h1>All submissions</h1><div class=scroll><table><tr><th class=num>Id</th><th>Team</th>"
+        "<th>Time</th><th>Message</th><th class=num>Public</th><th class=num>Private</th>"
+        f"<th>Final</th></tr>{lines}</table></div>"
+    )
 
 
 def message(title: str, text: str) -> str:

@@ -42,11 +42,13 @@ class Rules:
     @classmethod
     def from_meta(cls, settings: dict, hostdir: Path) -> Rules:
         return cls(
-            metric=settings["metric"], id_column=settings["id_column"],
-            target_column=settings["target_column"], format=settings["format"],
+            metric=settings["metric"],
+            id_column=settings["id_column"],
+            target_column=settings["target_column"],
+            format=settings["format"],
             classes=tuple(settings["classes"]),
             sample_path=Path(hostdir) / "public" / "sample_submission.csv",
-        )  # fmt: skip
+        )
 
     @property
     def max_bytes(self) -> int:
@@ -84,9 +86,13 @@ def problems(data: bytes, rules: Rules, scratch: Path) -> list[str]:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return validate_submission(
-            Path(temp), rules.sample_path, id_column=rules.id_column,
-            target_column=rules.target_column, classes=list(rules.classes), format=rules.format,
-        )  # fmt: skip
+            Path(temp),
+            rules.sample_path,
+            id_column=rules.id_column,
+            target_column=rules.target_column,
+            classes=list(rules.classes),
+            format=rules.format,
+        )
     finally:
         os.unlink(temp)
 

@@ -207,10 +207,13 @@ class Store:
             with self.engine.begin() as connection:
                 result = connection.execute(
                     insert(teams).values(
-                        name=name, members=json.dumps(members), token_hash=token_hash, role=role,
+                        name=name,
+                        members=json.dumps(members),
+                        token_hash=token_hash,
+                        role=role,
                         created_at=now_iso(),
                     )
-                )  # fmt: skip
+                )
                 return result.inserted_primary_key[0]
         except IntegrityError:
             raise KitError(
@@ -247,12 +250,18 @@ class Store:
             .subquery()
         )
         query = (
-            select(teams.c.id, teams.c.name, teams.c.members, teams.c.role, teams.c.created_at,
-                   (teams.c.token_hash.is_not(None)).label("active"),
-                   func.coalesce(counts.c.entries, 0).label("entries"))
+            select(
+                teams.c.id,
+                teams.c.name,
+                teams.c.members,
+                teams.c.role,
+                teams.c.created_at,
+                (teams.c.token_hash.is_not(None)).label("active"),
+                func.coalesce(counts.c.entries, 0).label("entries"),
+            )
             .outerjoin(counts, counts.c.team_id == teams.c.id)
             .order_by(teams.c.id)
-        )  # fmt: skip
+        )
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
@@ -343,8 +352,12 @@ class Store:
             return [dict(row._mapping) for row in connection.execute(query)]
 
     def all_submissions(self, *, with_content: bool = False) -> list[dict]:
-        columns = [*PUBLIC_COLUMNS, submissions.c.private_score, teams.c.name.label("team"),
-                   teams.c.role]  # fmt: skip
+        columns = [
+            *PUBLIC_COLUMNS,
+            submissions.c.private_score,
+            teams.c.name.label("team"),
+            teams.c.role,
+        ]
         if with_content:
             columns.append(submissions.c.content)
         query = select(*columns).join(teams, teams.c.id == submissions.c.team_id)
@@ -362,18 +375,23 @@ class Store:
 
     def set_finals(self, team_id: int, ids: list[int]) -> None:
         with self.engine.begin() as connection:
-            owned = connection.execute(
-                select(submissions.c.id).where(
-                    submissions.c.team_id == team_id, submissions.c.id.in_(ids)
+            owned = (
+                connection.execute(
+                    select(submissions.c.id).where(
+                        submissions.c.team_id == team_id, submissions.c.id.in_(ids)
+                    )
                 )
-            ).scalars().all()  # fmt: skip
+                .scalars()
+                .all()
+            )
             unknown = sorted(set(ids) - set(owned))
             if unknown:
                 raise KitError(f"not your submission(s): {', '.join(map(str, unknown))}")
             connection.execute(
-                update(submissions).where(submissions.c.team_id == team_id)
+                update(submissions)
+                .where(submissions.c.team_id == team_id)
                 .values(final=submissions.c.id.in_(ids) if ids else False)
-            )  # fmt: skip
+            )
 
     # login rate limit -------------------------------------------------------------------------
     def recent_failures(self, client: str, since: float) -> int:

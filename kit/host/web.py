@@ -32,8 +32,9 @@ def csrf(request: Request, values: dict) -> str:
 
 
 def page(request: Request, title: str, body: str, active: str, team, values, status=200):
-    html = pages.layout(title, body, name=values["title"], active=active, team=team,
-                        csrf=csrf(request, values))  # fmt: skip
+    html = pages.layout(
+        title, body, name=values["title"], active=active, team=team, csrf=csrf(request, values)
+    )
     return HTMLResponse(html, status)
 
 
@@ -83,9 +84,13 @@ async def signed_in_form(host: Host, request: Request, guard=signed_in):
 
 
 def submit_body(host: Host, request: Request, team: dict, values: dict, problems=()) -> str:
-    return pages.submit(csrf(request, values), remaining=host.remaining(team, values),
-                        daily_limit=values["daily_limit"], state=admin.state(values),
-                        problems=problems)  # fmt: skip
+    return pages.submit(
+        csrf(request, values),
+        remaining=host.remaining(team, values),
+        daily_limit=values["daily_limit"],
+        state=admin.state(values),
+        problems=problems,
+    )
 
 
 # -------------------------------------------------------------------------------- pages --
@@ -103,8 +108,10 @@ def overview(request: Request, host: HostDep):
 def data(request: Request, host: HostDep):
     values, team = who(host, request)
     if team:
-        links = "".join(f"<li><a href='/files/{n}'>{n}</a> ({p.stat().st_size:,} bytes)</li>"
-                        for n, p in sorted(host.public_files().items()))  # fmt: skip
+        links = "".join(
+            f"<li><a href='/files/{n}'>{n}</a> ({p.stat().st_size:,} bytes)</li>"
+            for n, p in sorted(host.public_files().items())
+        )
         files = f"<h2>Download</h2><ul>{links}</ul>"
     else:
         files = "<p><a href=/login>Log in</a> to download the data.</p>"
@@ -170,10 +177,13 @@ async def login(request: Request, host: HostDep):
         return page(request, "Log in", body, "login", None, values, 401)
     response = RedirectResponse("/host" if team["role"] == "host" else "/submissions", 303)
     response.set_cookie(
-        auth.SESSION_COOKIE, auth.session_value(values["secret"], team["id"], team["token_hash"]),
-        max_age=auth.SESSION_SECONDS, httponly=True, samesite="lax",
+        auth.SESSION_COOKIE,
+        auth.session_value(values["secret"], team["id"], team["token_hash"]),
+        max_age=auth.SESSION_SECONDS,
+        httponly=True,
+        samesite="lax",
         secure=request.url.scheme == "https",
-    )  # fmt: skip
+    )
     return response
 
 
@@ -198,17 +208,29 @@ def submit_page(request: Request, host: HostDep):
 async def submit_form(request: Request, host: HostDep):
     values, team, form = await signed_in_form(host, request)
     if form is None:
-        return page(request, "Submit", pages.message("Submit", "The form expired: reload it."),
-                    "submit", team, values, 403)  # fmt: skip
+        return page(
+            request,
+            "Submit",
+            pages.message("Submit", "The form expired: reload it."),
+            "submit",
+            team,
+            values,
+            403,
+        )
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         status, body = 400, {"error": "choose a CSV file", "problems": ["choose a CSV file"]}
     else:
         data = await upload.read()
         status, body = await anyio.to_thread.run_sync(
-            host.submit, team, data, upload.filename, str(form.get("message") or ""), None,
+            host.submit,
+            team,
+            data,
+            upload.filename,
+            str(form.get("message") or ""),
+            None,
             limiter=host.limiter,
-        )  # fmt: skip
+        )
     if status == 201:
         return RedirectResponse(f"/submissions?new={body['id']}", 303)
     problems = body.get("problems") or [body["error"]]
@@ -222,9 +244,15 @@ def submissions_page(request: Request, host: HostDep, new: int | None = None):
     current = admin.state(values)
     revealed = current == "revealed"
     rows = host.store.team_submissions(team["id"], private=revealed)
-    body = pages.my_submissions(rows, csrf=csrf(request, values),
-                                remaining=host.remaining(team, values), settings=values,
-                                revealed=revealed, new_id=new, state=current)  # fmt: skip
+    body = pages.my_submissions(
+        rows,
+        csrf=csrf(request, values),
+        remaining=host.remaining(team, values),
+        settings=values,
+        revealed=revealed,
+        new_id=new,
+        state=current,
+    )
     return page(request, "My submissions", body, "submissions", team, values)
 
 
@@ -240,8 +268,15 @@ async def finals_form(request: Request, host: HostDep):
     else:
         status, body = await anyio.to_thread.run_sync(host.set_finals, team, ids)
     if status != 200:
-        return page(request, "My submissions", pages.message("Finals", body["error"]),
-                    "submissions", team, values, status)  # fmt: skip
+        return page(
+            request,
+            "My submissions",
+            pages.message("Finals", body["error"]),
+            "submissions",
+            team,
+            values,
+            status,
+        )
     return RedirectResponse("/submissions", 303)
 
 
@@ -281,5 +316,8 @@ def host_submissions(request: Request, host: HostDep):
 def host_export(request: Request, host: HostDep):
     host_only(host, request)
     text = admin.standings_frame(host.store).to_csv(index=False)
-    return Response(text, media_type="text/csv",
-                    headers={"Content-Disposition": "attachment; filename=standings.csv"})  # fmt: skip
+    return Response(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": "attachment; filename=standings.csv"},
+    )

@@ -53,9 +53,12 @@ def check_finished(run_dir: Path, metrics: dict, finished_only: bool) -> None:
 
 
 def _load_members(
-    competition: Competition, runs: list[str], task, sample_ids: pd.Series,
+    competition: Competition,
+    runs: list[str],
+    task,
+    sample_ids: pd.Series,
     finished_only: bool = False,
-):  # fmt: skip
+):
     members = []
     for run in runs:
         opened = competition.run(run)
@@ -206,9 +209,13 @@ def ensemble_runs(
 
         if method == "weights":
             w = hill_climb(
-                oof_stack[:, rows], method, task, score, metric.better,
+                oof_stack[:, rows],
+                method,
+                task,
+                score,
+                metric.better,
                 settings.hill_climb_steps,
-            )  # fmt: skip
+            )
         else:
             w = fixed
         decision = Decision("none")

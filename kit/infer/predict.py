@@ -180,10 +180,11 @@ def predict_run(
     workers, _ = resolve_workers(config, competition.root, device)
     set_threads(intra_op_threads(workers, 1, config.train.threads))
     loader_args = {
-        "batch_size": settings.batch_size, "num_workers": workers,
+        "batch_size": settings.batch_size,
+        "num_workers": workers,
         "pin_memory": device.type == "cuda",
         "worker_init_fn": worker_init if workers > 0 else None,
-    }  # fmt: skip
+    }
     budget = PassBudget(device)  # images per forward pass: sized to the device, halved on OOM
 
     models = []

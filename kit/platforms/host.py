@@ -76,8 +76,16 @@ class HostClient:
         return cls(url)
 
     # transport --------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, body: bytes | None = None,
-                 headers: dict | None = None, auth: bool = True, sink=None):  # fmt: skip
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        auth: bool = True,
+        sink=None,
+    ):
         """The JSON answer; with sink (a binary file), the body is copied into it in chunks."""
         headers = dict(headers or {})
         if auth:
@@ -161,12 +169,14 @@ class HostClient:
         boundary = uuid.uuid4().hex
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="message"\r\n\r\n'.encode()
-            + message.encode() + b"\r\n",
+            + message.encode()
+            + b"\r\n",
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{file.name}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
-            + file.read_bytes() + b"\r\n",
+            + file.read_bytes()
+            + b"\r\n",
             f"--{boundary}--\r\n".encode(),
-        ]  # fmt: skip
+        ]
         headers = {
             "Content-Type": f"multipart/form-data; boundary={boundary}",
             # one key for every retry of this upload: the server stores it once
@@ -209,8 +219,12 @@ class HostPlatform:
         dest = self.competition.data_dir
         files = self.client.download(dest, force=force)
         url = self.competition.config.competition.host_url
-        return {"source": f"host:{url}", "data_dir": str(dest), "files": len(files),
-                "skipped": not files}  # fmt: skip
+        return {
+            "source": f"host:{url}",
+            "data_dir": str(dest),
+            "files": len(files),
+            "skipped": not files,
+        }
 
     def list_files(self) -> list[dict]:
         return self.client.list_files()

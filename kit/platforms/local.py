@@ -158,9 +158,16 @@ class LocalLeaderboard:
         return True
 
     def check_registration(
-        self, name: str, *, metric: str, daily_limit: int, id_column: str, target_column: str,
-        root: Path | str | None, answers_change: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        *,
+        metric: str,
+        daily_limit: int,
+        id_column: str,
+        target_column: str,
+        root: Path | str | None,
+        answers_change: bool = False,
+    ) -> None:
         """Before data is rebuilt: refuse what register would refuse (answers_change: the
         rebuild will give other answers)."""
         where = str(Path(root).resolve()) if root is not None else None
@@ -274,10 +281,16 @@ class LocalLeaderboard:
                 "INSERT INTO submissions (competition, team, submitted_at, message, file_name,"
                 " file_sha256, public_score, private_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    name, team, now, message, Path(file).name, hashlib.sha256(data).hexdigest(),
-                    scores["Public"], scores["Private"],
+                    name,
+                    team,
+                    now,
+                    message,
+                    Path(file).name,
+                    hashlib.sha256(data).hexdigest(),
+                    scores["Public"],
+                    scores["Private"],
                 ),
-            )  # fmt: skip
+            )
             result = {
                 "id": cursor.lastrowid,
                 "competition": name,
@@ -348,9 +361,12 @@ class LocalPlatform:
                 "no download: copy it under data/ (or scaffold with `kit new NAME --data PATH`)"
             )
         return build_example(
-            self.competition, source.removeprefix("example:"), force=force, limit=limit,
+            self.competition,
+            source.removeprefix("example:"),
+            force=force,
+            limit=limit,
             replace_key=replace_key,
-        )  # fmt: skip
+        )
 
     def list_files(self) -> list[dict]:
         raise ConfigError(

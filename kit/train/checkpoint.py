@@ -34,8 +34,13 @@ def _numpy_globals() -> list:
         for name in dir(np.dtypes)
         if name.endswith("DType") and name not in ("ObjectDType", "StringDType", "VoidDType")
     ]
-    return [np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar,
-            *dtype_classes]  # fmt: skip
+    return [
+        np.ndarray,
+        np.dtype,
+        core.multiarray._reconstruct,
+        core.multiarray.scalar,
+        *dtype_classes,
+    ]
 
 
 SAFE_GLOBALS = _numpy_globals()

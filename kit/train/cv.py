@@ -28,9 +28,12 @@ def default_run_name(competition: Competition) -> str:
 def git_commit(path: Path) -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=path,
+            capture_output=True,
+            text=True,
             timeout=5,
-        )  # fmt: skip
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -131,10 +134,24 @@ def train_run(
 
         shown = echo if progress else None
         with create_runner(competition, parallel=parallel, cluster=cluster, echo=shown) as r:
-            return _train_run(competition, run, folds=folds, progress=progress, resume=resume,
-                              on_fold=on_fold, runner=r)  # fmt: skip
-    return _train_run(competition, run, folds=folds, progress=progress, resume=resume,
-                      on_fold=on_fold, runner=runner)  # fmt: skip
+            return _train_run(
+                competition,
+                run,
+                folds=folds,
+                progress=progress,
+                resume=resume,
+                on_fold=on_fold,
+                runner=r,
+            )
+    return _train_run(
+        competition,
+        run,
+        folds=folds,
+        progress=progress,
+        resume=resume,
+        on_fold=on_fold,
+        runner=runner,
+    )
 
 
 def _train_run(competition, run, *, folds, progress, resume, on_fold, runner) -> TrainResult:
@@ -201,9 +218,22 @@ def _train_run(competition, run, *, folds, progress, resume, on_fold, runner) ->
 
         tracker = open_tracker(competition, run_dir, new=not resume)
     try:
-        _train_folds(competition, run, run_dir, table, task, chosen, device, log_path,
-                     pseudo=pseudo, progress=progress, resume=resume, tracker=tracker,
-                     on_fold=on_fold, runner=runner)  # fmt: skip
+        _train_folds(
+            competition,
+            run,
+            run_dir,
+            table,
+            task,
+            chosen,
+            device,
+            log_path,
+            pseudo=pseudo,
+            progress=progress,
+            resume=resume,
+            tracker=tracker,
+            on_fold=on_fold,
+            runner=runner,
+        )
     except KeyboardInterrupt:
         raise Interrupted(
             f"training of run '{run}' interrupted: continue it with "
@@ -229,12 +259,29 @@ def _say_machine_fit(competition, device) -> None:
     t, world = competition.config.train, ddp.rank_and_world()[1]
     workers, why = resolve_workers(competition.config, competition.root, device, world)
     threads = intra_op_threads(workers, world, t.threads, load_aware=not t.deterministic)
-    echo(f"{device}: {world} rank(s), {workers} loader worker(s) each ({why}), "
-         f"{threads} torch thread(s) each")  # fmt: skip
+    echo(
+        f"{device}: {world} rank(s), {workers} loader worker(s) each ({why}), "
+        f"{threads} torch thread(s) each"
+    )
 
 
-def _train_folds(competition, run, run_dir, table, task, chosen, device, log_path, *,
-                 pseudo, progress, resume, tracker=None, on_fold=None, runner=None) -> None:  # fmt: skip
+def _train_folds(
+    competition,
+    run,
+    run_dir,
+    table,
+    task,
+    chosen,
+    device,
+    log_path,
+    *,
+    pseudo,
+    progress,
+    resume,
+    tracker=None,
+    on_fold=None,
+    runner=None,
+) -> None:
     """Train the chosen folds of run_dir, then assemble its OOF, metrics, ledger row and report."""
     from kit.progress import RunProgress
     from kit.train import ddp
@@ -254,9 +301,19 @@ def _train_folds(competition, run, run_dir, table, task, chosen, device, log_pat
         _say_machine_fit(competition, device)
     for fold in todo:
         summary = train_one_fold(
-            competition, run_dir, table, task, fold, device, log_path, pseudo=pseudo,
-            progress=progress, resume=resume, run_progress=run_progress, tracker=tracker,
-        )  # fmt: skip
+            competition,
+            run_dir,
+            table,
+            task,
+            fold,
+            device,
+            log_path,
+            pseudo=pseudo,
+            progress=progress,
+            resume=resume,
+            run_progress=run_progress,
+            tracker=tracker,
+        )
         if main:
             if tracker is not None:
                 tracker.fold(summary)
@@ -277,8 +334,21 @@ def _train_folds(competition, run, run_dir, table, task, chosen, device, log_pat
     ddp.barrier()
 
 
-def train_one_fold(competition, run_dir, table, task, fold, device, log_path, *, pseudo,
-                   progress, resume, run_progress=None, tracker=None) -> dict | None:  # fmt: skip
+def train_one_fold(
+    competition,
+    run_dir,
+    table,
+    task,
+    fold,
+    device,
+    log_path,
+    *,
+    pseudo,
+    progress,
+    resume,
+    run_progress=None,
+    tracker=None,
+) -> dict | None:
     """Train one fold into run_dir/fold<k>/ (oof.csv, result.json); rank 0 returns its summary.
 
     The one body a fold runs through, here or in a kit.cluster child process or Ray task.
@@ -299,11 +369,21 @@ def train_one_fold(competition, run_dir, table, task, fold, device, log_path, *,
         weight = config.train.pseudo_weight
         train_items, train_targets = stage2_targets(task, train_items, pseudo, weight)
     result = train_fold(
-        config, fold, train_items, table[valid].reset_index(drop=True),
-        task, fold_dir, device, root=competition.root, log_path=log_path,
-        progress=progress, resume=resume, train_targets=train_targets,
-        run_progress=run_progress, on_epoch=tracker.epoch if tracker else None,
-    )  # fmt: skip
+        config,
+        fold,
+        train_items,
+        table[valid].reset_index(drop=True),
+        task,
+        fold_dir,
+        device,
+        root=competition.root,
+        log_path=log_path,
+        progress=progress,
+        resume=resume,
+        train_targets=train_targets,
+        run_progress=run_progress,
+        on_epoch=tracker.epoch if tracker else None,
+    )
     if not ddp.is_main():
         return None
     frame = pd.DataFrame(result.probs, columns=task.columns)
@@ -311,9 +391,14 @@ def train_one_fold(competition, run_dir, table, task, fold, device, log_path, *,
     frame.insert(0, "id", table.loc[valid, "id"].to_numpy())
     write_csv(fold_files.oof_path, frame)
     # threads: CPU float sums depend on them, so a run is reproducible only at the same count
-    summary = {"fold": fold, "score": result.score, "epoch": result.epoch,
-               "seconds": round(result.seconds, 3), "epochs_run": len(result.history),
-               "threads": torch.get_num_threads()}  # fmt: skip
+    summary = {
+        "fold": fold,
+        "score": result.score,
+        "epoch": result.epoch,
+        "seconds": round(result.seconds, 3),
+        "epochs_run": len(result.history),
+        "threads": torch.get_num_threads(),
+    }
     write_json(fold_files.result_path, summary)  # written last: the fold is done
     fold_files.last.unlink(missing_ok=True)  # resume skips the fold; best.pt stays
     append_jsonl(log_path, {"event": "fold", **summary})

@@ -81,7 +81,7 @@ def weights_mismatch(model, path: Path) -> str:
             ("missing keys", missing),
             ("unexpected keys", unexpected),
             ("shape mismatches", shapes),
-        )  # fmt: skip
+        )
         if found
     ]
     return "; ".join(parts)

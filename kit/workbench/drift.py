@@ -243,8 +243,17 @@ def suggestion(low: float, high: float, n_train: int, competition: Competition) 
 
 
 def _differences(x: np.ndarray, is_test: np.ndarray) -> list[dict]:
-    names = ["mean R", "mean G", "mean B", "std R", "std G", "std B", "log width",
-             "log height", "log file bytes"]  # fmt: skip
+    names = [
+        "mean R",
+        "mean G",
+        "mean B",
+        "std R",
+        "std G",
+        "std B",
+        "log width",
+        "log height",
+        "log file bytes",
+    ]
     summary = x[:, -len(names) :]
     rows = []
     for k, name in enumerate(names):
@@ -302,7 +311,7 @@ def drift_section(summary: dict, scores: pd.DataFrame) -> str:
                 [
                     (H.escape(d["test"]), H.escape(", ".join(d["train"])), d["kind"])
                     for d in duplicates[:200]
-                ],  # fmt: skip
+                ],
             )
         )
     else:
@@ -314,7 +323,10 @@ def _score_plot(summary: dict, scores: pd.DataFrame) -> str:
     made = H.figure(6.0, 2.8)
     axes = made.add_subplot()
     axes.hist(scores["p_test"], bins=30, color="#4c72b0")
-    axes.set(xlabel="out-of-fold P(test) of the training images", ylabel="images",
-             title=f"adversarial AUC {summary['auc']:.3f}")  # fmt: skip
+    axes.set(
+        xlabel="out-of-fold P(test) of the training images",
+        ylabel="images",
+        title=f"adversarial AUC {summary['auc']:.3f}",
+    )
     axes.yaxis.set_major_locator(H.integer_ticks())
     return H.figure_tag(made, "adversarial validation")

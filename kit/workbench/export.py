@@ -74,15 +74,22 @@ def export_onnx(
     groups = {f"fold{k}": [k] for k in models} if per_fold else {"ensemble": list(models)}
     files = []
     for stem, members in groups.items():
-        graph = ServingGraph([models[k] for k in members], *input_stats(models[members[0]]),
-                             task).eval()  # fmt: skip
+        graph = ServingGraph(
+            [models[k] for k in members], *input_stats(models[members[0]]), task
+        ).eval()
         path = out_dir / f"{stem}.onnx"
         _export(graph, sample, path, opset)
         with torch.no_grad():
             expected = graph(sample).numpy()
         diff = _max_abs_diff(path, sample.numpy(), expected)
-        files.append({"file": str(path), "folds": members, "max_abs_diff": diff,
-                      "bytes": path.stat().st_size})  # fmt: skip
+        files.append(
+            {
+                "file": str(path),
+                "folds": members,
+                "max_abs_diff": diff,
+                "bytes": path.stat().st_size,
+            }
+        )
         if progress:
             shown = "onnxruntime not installed" if diff is None else f"max abs diff {diff:.2e}"
             print(f"wrote {path} (folds {members}): vs PyTorch on {len(sample)} images: {shown}")
@@ -97,7 +104,7 @@ def export_onnx(
             "shape": ["N", 3, *sample.shape[2:]],
             "range": [0.0, 1.0],
             "channels": "RGB",
-        },  # fmt: skip
+        },
         "output": {"name": "probs", "shape": ["N", len(task.columns)]},
         "ensemble": "mean of fold outputs" if not per_fold else None,
         "files": files,
@@ -150,10 +157,16 @@ def _export(graph, sample, path: Path, opset: int | None) -> None:
         target = Path(scratch) / path.name
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every stage
             torch.onnx.export(
-                graph, (sample[:2],), str(target), dynamo=True, input_names=["image"],
-                output_names=["probs"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                external_data=weights > INLINE_BYTES, opset_version=opset,
-            )  # fmt: skip
+                graph,
+                (sample[:2],),
+                str(target),
+                dynamo=True,
+                input_names=["image"],
+                output_names=["probs"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                external_data=weights > INLINE_BYTES,
+                opset_version=opset,
+            )
         for produced in sorted(Path(scratch).iterdir()):  # the .onnx (and its .data side file)
             with atomic_open(path.parent / produced.name, "wb") as handle:
                 handle.write(produced.read_bytes())

@@ -84,9 +84,14 @@ def find_lr(
     steps_per_epoch = -(-batches // t.accumulate)
     # the recipe as `kit train` runs it, but one lr per step, set by the hook below
     config.train = dataclasses.replace(
-        t, lr=start_lr, warmup_epochs=0.0, schedule="cosine", patience=0, checkpoint_every=0,
+        t,
+        lr=start_lr,
+        warmup_epochs=0.0,
+        schedule="cosine",
+        patience=0,
+        checkpoint_every=0,
         epochs=max(t.freeze_epochs, 0) + -(-num_iter // steps_per_epoch) + 1,
-    )  # fmt: skip
+    )
     ratio = (end_lr / start_lr) ** (1.0 / (num_iter - 1))
     record = {"lrs": [], "losses": [], "smoothed": [], "stopped": "num_iter"}
     current = {"lr": start_lr, "average": 0.0, "best": math.inf}
@@ -118,9 +123,17 @@ def find_lr(
     scratch = Path(tempfile.mkdtemp(dir=out_dir, prefix=".fold-"))  # best.pt/last.pt, discarded
     try:
         train_fold(
-            config, fold, train_items, valid_items, task, scratch, device,
-            root=competition.root, progress=progress, on_step=on_step,
-        )  # fmt: skip
+            config,
+            fold,
+            train_items,
+            valid_items,
+            task,
+            scratch,
+            device,
+            root=competition.root,
+            progress=progress,
+            on_step=on_step,
+        )
     except _RangeDone:
         pass
     except TrainingError:  # a non-finite loss the loop caught before the hook saw it

@@ -193,9 +193,13 @@ def run_sweep(
             print(f"trial {trial.number} ({run}): {shown}")
         try:
             result = train_run(
-                trial_competition, run, folds=chosen, progress=progress, resume=resume,
+                trial_competition,
+                run,
+                folds=chosen,
+                progress=progress,
+                resume=resume,
                 on_fold=on_fold,
-            )  # fmt: skip
+            )
         except optuna.TrialPruned:
             shutil.rmtree(competition.runs_dir / run, ignore_errors=True)
             if progress:
@@ -214,9 +218,10 @@ def run_sweep(
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
     if remaining > 0:
         study.optimize(
-            objective, timeout=timeout or None,
+            objective,
+            timeout=timeout or None,
             callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)],
-        )  # fmt: skip
+        )
     return summarise(competition, name, study, metric.name, chosen)
 
 
@@ -273,7 +278,7 @@ def summarise(competition: Competition, name: str, study, metric: str, folds: li
                 "params": trial.params,
                 "fold_scores": [
                     trial.intermediate_values[s] for s in sorted(trial.intermediate_values)
-                ],  # fmt: skip
+                ],
             }
         )
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]

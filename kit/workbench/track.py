@@ -76,9 +76,10 @@ class EventWriter:
             )
         )
         tensor = TensorProto(
-            dtype="DT_STRING", string_val=[text.encode("utf-8")],
+            dtype="DT_STRING",
+            string_val=[text.encode("utf-8")],
             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
-        )  # fmt: skip
+        )
         self._write(Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
 
     def flush(self) -> None:
@@ -186,8 +187,7 @@ def _mlflow_run(competition: Competition, run_dir: Path, uri: str):
             f"track.mlflow = {competition.config.track.mlflow!r}: MLflow store not usable "
             f'({type(error).__name__}: {detail}); fix the URI or set track.mlflow = ""'
         ) from None
-    write_json(path, {"mlflow_uri": uri, "mlflow_run_id": created.info.run_id,
-                      "experiment": name})  # fmt: skip
+    write_json(path, {"mlflow_uri": uri, "mlflow_run_id": created.info.run_id, "experiment": name})
     return client, created.info.run_id
 
 
