@@ -34,9 +34,10 @@ def build(root: Path, rows: int, runs: int, train_images: int, fmt: str):
     import pandas as pd
     from PIL import Image
 
-    from kit.competition import Competition, new_competition
+    from kit.competition import Competition
     from kit.config import dump_toml
     from kit.data.folds import folds_hash, make_folds, training_table
+    from kit.scaffold import new_competition
 
     shutil.rmtree(root, ignore_errors=True)
     competition = new_competition("scale", root.parent, example=None)

@@ -40,7 +40,7 @@ def build(folder: Path, rows: int) -> tuple[Path, Path]:
     """A kit competition folder (a few training images, `rows` test ids) and its solution CSV."""
     from PIL import Image
 
-    from kit.competition import new_competition
+    from kit.scaffold import new_competition
 
     competition = new_competition("load", folder / "competitions")
     toml = competition.root / "kit.toml"

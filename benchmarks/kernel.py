@@ -30,12 +30,13 @@ def main() -> None:
     os.environ["KIT_HOME"] = str(work / "kit-home")
     os.environ.setdefault("KAGGLE_USERNAME", "bench-user")
 
-    from kit.competition import Competition, new_competition
+    from kit.competition import Competition
     from kit.data.download import download
     from kit.data.folds import make_folds
     from kit.infer.ensemble import ensemble_runs
     from kit.infer.predict import predict_run
     from kit.kernel import build_kernel, run_local
+    from kit.scaffold import new_competition
     from kit.train.cv import train_run
 
     competition = new_competition("digits", work, example="digits")

@@ -24,9 +24,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def build(images: int, epochs: int, device: str, extra: list[str]):
-    from kit.competition import Competition, new_competition
+    from kit.competition import Competition
     from kit.data.download import download
     from kit.data.folds import make_folds
+    from kit.scaffold import new_competition
 
     root = Path(tempfile.mkdtemp(prefix="kit-overhead-"))
     os.environ.setdefault("KIT_HOME", str(root / "home"))

@@ -28,8 +28,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def build(images: int, epochs: int, folds: int):
-    from kit.competition import new_competition
     from kit.data.download import download
+    from kit.scaffold import new_competition
 
     root = Path(tempfile.mkdtemp(prefix="kit-parallel-"))
     os.environ.setdefault("KIT_HOME", str(root / "home"))

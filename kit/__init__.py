@@ -11,12 +11,19 @@ Names are imported lazily so that `import kit` (and `kit --help`) never loads to
 from __future__ import annotations
 
 import importlib
+import os
 
 __version__ = "0.1.0"
 
+# kit is offline at run time, and these are read when albumentations / timm are first imported:
+# albumentations asks PyPI for a newer release unless told not to, and a hub lookup on a machine
+# without internet hangs on retries instead of failing at once.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 _EXPORTS = {
     "Competition": "kit.competition",
-    "new_competition": "kit.competition",
+    "new_competition": "kit.scaffold",
     "load_config": "kit.config",
     "Config": "kit.config",
     "KitError": "kit.errors",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from kit.config import BlendMethod, FoldMerge, ViewMerge, choices
+from kit.choices import BlendMethod, FoldMerge, ViewMerge, choices
 from kit.errors import MAX_PROBLEMS, FoldsError, KitError, ProblemsError, message_of, one_line
 
 
@@ -89,6 +89,16 @@ def competition_options(func):
         type=click.Path(file_okay=False, path_type=Path),
         help="The competition folder (holds kit.toml).",
     )(func)
+
+
+def number_list(ctx, param, text: str | None) -> list[float] | None:
+    """An option's comma-separated numbers ("0.7,0.3"), or a one-line error naming the option."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise KitError(f"--{param.name} {text!r}: give numbers separated by commas") from None
 
 
 def json_option(func):
@@ -206,7 +216,7 @@ def new(name, example, kaggle_slug, parent, data_path, link):
       kit new cassava --kaggle cassava-leaf-disease-classification
       kit new course --data ~/Downloads/course.zip
     """
-    from kit.competition import new_competition
+    from kit.scaffold import new_competition
 
     if link and data_path is None:
         raise KitError("--link goes with --data PATH")
@@ -568,7 +578,7 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds,
     type=click.Choice(choices(BlendMethod)),
     help="Blend (default ensemble.method); weights = non-negative weights fitted on OOF.",
 )
-@click.option("--weights", help="Fixed weights, one per run, e.g. 0.7,0.3.")
+@click.option("--weights", callback=number_list, help="Fixed weights, one per run, e.g. 0.7,0.3.")
 @click.option(
     "--decide/--no-decide",
     default=None,
@@ -587,18 +597,12 @@ def ensemble(root, overrides, runs, name, method, weights, decide, finished_fold
     """
     from kit.infer.ensemble import ensemble_runs
 
-    fixed = None
-    if weights:
-        try:
-            fixed = [float(v) for v in weights.split(",")]
-        except ValueError:
-            raise KitError(f"--weights {weights!r}: give numbers separated by commas") from None
     result = ensemble_runs(
         load(root, overrides),
         list(runs),
         name,
         method=method,
-        weights=fixed,
+        weights=weights,
         decide=decide,
         finished_only=finished_folds,
     )
@@ -1038,6 +1042,16 @@ def host_db_option(func):
 HOSTDIR = click.Path(file_okay=False, path_type=Path)
 
 
+def host_command(group, name: str):
+    """A `kit host` subcommand: HOSTDIR first, then its own arguments and options, and --db."""
+
+    def decorate(func):
+        func = click.argument("hostdir", type=HOSTDIR)(host_db_option(func))
+        return group.command(name=name)(func)
+
+    return decorate
+
+
 @cli.group()
 def host():
     """Host a competition: web pages, a JSON API, team tokens and a private leaderboard.
@@ -1052,8 +1066,7 @@ def host():
     """
 
 
-@host.command(name="init")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host, "init")
 @click.option(
     "--from",
     "source",
@@ -1077,10 +1090,7 @@ def host():
 @click.option("--team-size", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--start", default="", help="UTC start, e.g. 2026-12-01T09:00.")
 @click.option("--end", default="", help="UTC end; submissions close then, e.g. 2026-12-08T17:00.")
-@host_db_option
-def host_init(
-    hostdir, source, solution, split, seed, daily_limit, finals, team_size, start, end, db
-):
+def host_init(hostdir, source, **settings):  # settings: init_host's keywords, by name
     """Make a hosted competition in HOSTDIR from a kit competition folder; print the host token.
 
     \b
@@ -1090,19 +1100,7 @@ def host_init(
     """
     from kit.host.admin import init_host
 
-    result = init_host(
-        hostdir,
-        source,
-        solution=solution,
-        split=split,
-        seed=seed,
-        db=db,
-        daily_limit=daily_limit,
-        finals=finals,
-        team_size=team_size,
-        start=start,
-        end=end,
-    )
+    result = init_host(hostdir, source, **settings)
     click.echo(
         f"{result['hostdir']}: {result['public_rows']} public and "
         f"{result['private_rows']} private rows in {result['database']}"
@@ -1123,11 +1121,9 @@ def host_team():
     """
 
 
-@host_team.command(name="add")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host_team, "add")
 @click.argument("name")
 @click.option("--member", "members", multiple=True, metavar="EMAIL", help="A member (repeat).")
-@host_db_option
 def host_team_add(hostdir, name, members, db):
     """Make team NAME and print its token, once.
 
@@ -1140,8 +1136,7 @@ def host_team_add(hostdir, name, members, db):
     click.echo(add_team(hostdir, name, list(members), db=db))
 
 
-@host_team.command(name="import")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host_team, "import")
 @click.argument("roster", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
     "--out",
@@ -1150,7 +1145,6 @@ def host_team_add(hostdir, name, members, db):
     type=click.Path(path_type=Path),
     help="Where the team,token CSV goes (mode 0600).",
 )
-@host_db_option
 def host_team_import(hostdir, roster, out, db):
     """Make a team per name in ROSTER (columns team, email) and write their tokens to --out.
 
@@ -1163,10 +1157,8 @@ def host_team_import(hostdir, roster, out, db):
     click.echo(f"{import_teams(hostdir, roster, out, db=db)} team(s); tokens in {out}")
 
 
-@host_team.command(name="revoke")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host_team, "revoke")
 @click.argument("name")
-@host_db_option
 def host_team_revoke(hostdir, name, db):
     """Stop NAME's token (and its sessions) from working; its submissions stay.
 
@@ -1180,10 +1172,8 @@ def host_team_revoke(hostdir, name, db):
     click.echo(f"{name}: token revoked")
 
 
-@host_team.command(name="rotate")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host_team, "rotate")
 @click.argument("name")
-@host_db_option
 def host_team_rotate(hostdir, name, db):
     """Give NAME a new token (printed once); the old one and its sessions stop working.
 
@@ -1196,12 +1186,10 @@ def host_team_rotate(hostdir, name, db):
     click.echo(rotate_team(hostdir, name, db=db))
 
 
-@host.command(name="baseline")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host, "baseline")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--name", default="baseline", show_default=True, help="The row's name on the board.")
 @click.option("-m", "--message", default="", help="Describe the baseline.")
-@host_db_option
 def host_baseline(hostdir, file, name, message, db):
     """Score FILE as a host baseline: a marked row on the leaderboard, outside any limit.
 
@@ -1215,8 +1203,7 @@ def host_baseline(hostdir, file, name, message, db):
     click.echo(f"{name}: public {row['public_score']:.5f}")
 
 
-@host.command(name="serve")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host, "serve")
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8800, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
@@ -1226,7 +1213,6 @@ def host_baseline(hostdir, file, name, message, db):
     type=click.IntRange(min=1),
     help="Server processes (use --db postgresql://... for more than one).",
 )
-@host_db_option
 def host_serve(hostdir, bind, port, workers, db):
     """Serve the web pages and the JSON API until Ctrl-C.
 
@@ -1240,10 +1226,8 @@ def host_serve(hostdir, bind, port, workers, db):
     serve(hostdir, bind=bind, port=port, db=db, workers=workers)
 
 
-@host.command(name="freeze")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host, "freeze")
 @click.option("--reopen", is_flag=True, help="Open submissions again instead.")
-@host_db_option
 def host_freeze(hostdir, reopen, db):
     """Stop submissions (the boards stay public-only until `kit host reveal`).
 
@@ -1256,9 +1240,7 @@ def host_freeze(hostdir, reopen, db):
     click.echo(f"competition {set_state(hostdir, 'open' if reopen else 'frozen', db=db)}")
 
 
-@host.command(name="reveal")
-@click.argument("hostdir", type=HOSTDIR)
-@host_db_option
+@host_command(host, "reveal")
 def host_reveal(hostdir, db):
     """Reveal the private leaderboard to everyone (submissions stay closed).
 
@@ -1271,14 +1253,12 @@ def host_reveal(hostdir, db):
     click.echo(f"competition {set_state(hostdir, 'revealed', db=db)}")
 
 
-@host.command(name="rescore")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host, "rescore")
 @click.option(
     "--solution",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A corrected answer key (id, target, Usage) to store first.",
 )
-@host_db_option
 def host_rescore(hostdir, solution, db):
     """Score every submission again, after the host fixed the answer key.
 
@@ -1291,12 +1271,10 @@ def host_rescore(hostdir, solution, db):
     click.echo(f"{rescore(hostdir, solution=solution, db=db)} submission(s) rescored")
 
 
-@host.command(name="export")
-@click.argument("hostdir", type=HOSTDIR)
+@host_command(host, "export")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: HOSTDIR/standings.csv."
 )
-@host_db_option
 def host_export(hostdir, out, db):
     """Write the final standings as CSV for grading (each team's finals, else its best public).
 

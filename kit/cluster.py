@@ -2,8 +2,9 @@
 
 A run is still created and assembled by kit.train.cv.train_run in this process (the driver); a
 runner only decides where each fold trains. Every fold goes through the same body,
-cv.train_one_fold, whether it runs here, in a child process or in a Ray worker, so oof.csv,
-metrics.json and the ledger row are those of a sequential run at the same torch thread count.
+kit.train.fold.train_one_fold, whether it runs here, in a child process or in a Ray worker, so
+oof.csv, metrics.json and the ledger row are those of a sequential run at the same torch thread
+count.
 
 Storage: the competition folder must be on storage every node sees at the same path (checked at
 start: each node writes a marker the driver must read back). Workers write their fold's files
@@ -19,26 +20,46 @@ and resumes from last.pt; a fold that fails with a KitError stops the run with t
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fcntl
+import importlib
 import json
+import logging
 import os
+import queue
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+import kit
+from kit.competition import Competition
+from kit.config import config_from_dict, load_config
+from kit.data.folds import training_table
+from kit.device import pick_device, usable_cores
 from kit.errors import ConfigError, KitError
-from kit.run import LOG_NAME, Fold
+from kit.fileio import append_jsonl, kit_home
+from kit.progress import duration
+from kit.run import CONFIG_NAME, LOG_NAME, Fold
+from kit.train.fold import FoldJob, pseudo_labels, train_one_fold
 
 # what every fold process needs, wherever it runs: an offline albumentations, no Ray telemetry
 FOLD_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 # what a fold imports, lazily or not: a --parallel child imports it before its first fold
-WARM_MODULES = ("kit.train.cv", "kit.train.loop", "kit.data.transforms", "timm", "albumentations")
+WARM_MODULES = ("kit.train.fold", "kit.train.loop", "kit.data.transforms", "timm", "albumentations")
 RETRIES = 2  # times a fold whose process was killed is started again (it resumes from last.pt)
 POLL_SECONDS = 0.25  # how often the driver looks at its folds and at log.jsonl
 MARKERS_DIR = ".cluster-check"  # runs/<run>/.cluster-check/<node>.txt: the shared-storage check
@@ -67,14 +88,6 @@ def run_fold_job(
     config: the run's resolved config (a Ray task ships it); None reads runs/<run>/config.toml.
     device: overrides train.device (a child pinned to one GPU sees it as "cuda").
     """
-    from kit.competition import Competition
-    from kit.config import config_from_dict, load_config
-    from kit.data.folds import training_table
-    from kit.device import pick_device
-    from kit.fileio import append_jsonl
-    from kit.run import CONFIG_NAME
-    from kit.train import cv
-
     root = Path(root)
     run_dir = root / "runs" / run
     if not run_dir.is_dir():
@@ -89,7 +102,7 @@ def run_fold_job(
         resolved.train.device = device
     competition = Competition(root=root, config=resolved)
     table, task = training_table(competition)
-    pseudo = cv._pseudo_labels(competition, task)
+    pseudo = pseudo_labels(competition, task)
     torch_device = pick_device(resolved.train.device)
     log_path = run_dir / LOG_NAME
     fold_files = Fold(run_dir, fold)
@@ -107,18 +120,11 @@ def run_fold_job(
             "resumed": resumed,
         }
         append_jsonl(log_path, start)
-        return cv.train_one_fold(
-            competition,
-            run_dir,
-            table,
-            task,
-            fold,
-            torch_device,
-            log_path,
-            pseudo=pseudo,
-            progress=False,
-            resume=True,  # resume: a retried fold continues from its last.pt
+        # resume: a retried fold continues from its last.pt
+        job = FoldJob(
+            competition, run_dir, table, task, torch_device, log_path, pseudo, False, True
         )
+        return train_one_fold(job, fold)
 
 
 FOLD_LOCK = ".train.lock"  # fold<k>/.train.lock: flock held by the process training the fold
@@ -127,8 +133,6 @@ FOLD_LOCK = ".train.lock"  # fold<k>/.train.lock: flock held by the process trai
 @contextlib.contextmanager
 def fold_lock(fold_dir: Path) -> Iterator[None]:
     """Hold the fold's flock; the kernel frees it when its holder dies, even by SIGKILL."""
-    import fcntl
-
     fold_dir.mkdir(parents=True, exist_ok=True)
     with open(fold_dir / FOLD_LOCK, "a") as handle:
         while True:
@@ -150,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     fold, answering one JSON line per fold (`{"fold": k}`, or `{"fold": k, "error": "..."}` for a
     KitError); EOF ends it.
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m kit.cluster")
     parser.add_argument("root")
     parser.add_argument("--device", default="")
@@ -165,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         die_with_parent(args.parent)
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # a stray print goes to the worker log, never into the answers
-    import importlib
 
     for module in WARM_MODULES:  # while the driver still checks and creates the run
         importlib.import_module(module)
@@ -221,8 +222,6 @@ class ClusterProgress:
         return sum(self.epoch_seconds) / len(self.epoch_seconds) * left / running
 
     def line(self, fold: int, text: str) -> str:
-        from kit.progress import duration
-
         position = self.folds.index(fold) + 1 if fold in self.folds else 0
         eta = self.eta()
         tail = f", ETA {duration(eta)}" if eta == eta else ""  # nan until an epoch has ended
@@ -317,7 +316,6 @@ def visible_gpus(device: str) -> list[str]:
     """The CUDA devices this machine would train on for train.device, as CUDA_VISIBLE_DEVICES ids."""
     if not (device == "auto" or device.startswith("cuda")):
         return []
-    import torch
 
     if not torch.cuda.is_available():
         if device.startswith("cuda"):
@@ -340,8 +338,6 @@ def plan_slots(
 ) -> list[Slot]:
     """Up to `parallel` slots (auto: one per GPU, else cores ÷ train.threads), never more than
     the folds to train; the cores are split evenly so the children do not fight for them."""
-    from kit.device import usable_cores
-
     wanted = parse_parallel(parallel)
     if cores is None:
         try:
@@ -380,9 +376,6 @@ class _Child:
     """
 
     def __init__(self, root: Path, slot: Slot) -> None:
-        import queue
-        import threading
-
         self.slot = slot
         self.current: tuple[int, int] | None = None  # (fold, attempt) being trained
         self.said: deque[str] = deque(maxlen=400)  # its stderr, kept for the worker log
@@ -594,10 +587,6 @@ def _ray():
 def short_temp_dir() -> str:
     """A temp dir for a Ray started by `--cluster local`: KIT_HOME/ray when its unix socket paths
     fit in 107 chars, else a fresh /tmp/kit-ray-* folder."""
-    import tempfile
-
-    from kit.fileio import kit_home
-
     home = kit_home() / "ray"
     if len(str(home)) <= MAX_SOCKET_PATH:
         home.mkdir(parents=True, exist_ok=True)
@@ -612,8 +601,6 @@ def local_ray_auth() -> None:
     ~/.ray/auth_token; a token in RAY_AUTH_TOKEN keeps the protection and writes nothing outside
     KIT_HOME. An explicit RAY_AUTH_MODE is left as the user set it.
     """
-    import secrets
-
     if "RAY_AUTH_MODE" in os.environ:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
@@ -679,10 +666,6 @@ class RayRunner:
     def __init__(
         self, config, address: str = "auto", *, echo: Echo | None = None, retries: int = RETRIES
     ) -> None:
-        import logging
-
-        import kit
-
         self.config, self.address, self.echo, self.retries = config, address, echo, retries
         ray = _ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -694,9 +677,6 @@ class RayRunner:
         self.owned = not ray.is_initialized()  # a notebook's own ray.init() is used as it is
         self.temp_dir: str | None = None  # a /tmp folder this runner made for a local Ray
         if self.owned and address == "local":
-            from kit.device import usable_cores
-            from kit.fileio import kit_home
-
             temp = short_temp_dir()
             self.temp_dir = None if temp.startswith(str(kit_home())) else temp
             local_ray_auth()
@@ -731,8 +711,6 @@ class RayRunner:
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
         if self.temp_dir is not None:  # nothing of a local Ray stays outside KIT_HOME
-            import shutil
-
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
 
@@ -763,8 +741,6 @@ class RayRunner:
 
     def check_shared(self, run_dir: Path) -> list[str]:
         """Every node writes a marker into run_dir; the driver must read each one back."""
-        import uuid
-
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray = self.ray

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kit.config import CONFIG_NAME, Config, load_config
-from kit.errors import ConfigError, KitError
+from kit.names import named_dir
+from kit.run import Run
 
-if TYPE_CHECKING:
-    from kit.run import Run
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-EXAMPLES = ("digits",)
+class Folder:
+    """A fixed name inside the competition folder: `competition.runs_dir` is root/runs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, competition: Competition, owner: type | None = None) -> Path:
+        return competition.root / self.name
+
+
+KERNEL_MARKER = "kit-kernel.json"  # in a kernel's dataset: names the run, lays out its files
 
 
 @dataclass
@@ -40,138 +44,32 @@ class Competition:
     def path(self, relative: str) -> Path:
         return (self.root / relative).resolve()
 
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
+    data_dir = Folder("data")
+    folds_csv = Folder("folds.csv")
+    runs_dir = Folder("runs")
+    submissions_dir = Folder("submissions")
+    blends_dir = Folder("blends")
+    pseudo_dir = Folder("pseudo")
+    kernels_dir = Folder("kernels")
+    cache_dir = Folder("cache")
 
-    @property
-    def folds_csv(self) -> Path:
-        return self.root / "folds.csv"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def submissions_dir(self) -> Path:
-        return self.root / "submissions"
-
-    @property
-    def blends_dir(self) -> Path:
-        return self.root / "blends"
-
-    @property
-    def pseudo_dir(self) -> Path:
-        return self.root / "pseudo"
-
-    @property
-    def kernels_dir(self) -> Path:
-        return self.root / "kernels"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.root / "cache"
+    def kernel_marker(self, slug: str) -> Path:
+        """kernels/<slug>/dataset/kit-kernel.json: names the run a built kernel packages."""
+        return self.kernels_dir / slug / "dataset" / KERNEL_MARKER
 
     def run(self, name: str) -> Run:
         """An existing run (kit/run.py owns runs/<name>/), or a KitError listing the runs."""
-        from kit.run import Run
-
         return Run.open(self, name)
 
     def run_dir(self, run: str, *, must_exist: bool = True) -> Path:
-        from kit.names import named_dir
-        from kit.run import Run
-
         if must_exist:
             return Run.open(self, run).dir
         return named_dir(self.runs_dir, run, "run", self.root)  # a slug, inside the folder
 
     def blend_dir(self, name: str) -> Path:
         """blends/<name>/ for a user-given blend name (a slug, inside the folder)."""
-        from kit.names import named_dir
-
         return named_dir(self.blends_dir, name, "blend", self.root)
 
     def pseudo_set_dir(self, name: str, what: str = "pseudo-label set") -> Path:
         """pseudo/<name>/ for a user-given label set name (a slug, inside the folder)."""
-        from kit.names import named_dir
-
         return named_dir(self.pseudo_dir, name, what, self.root)
-
-
-def templates_dir() -> Path:
-    """templates/ ships inside the wheel as kit/templates and lives at the repo root in a checkout."""
-    packaged = Path(__file__).parent / "templates"
-    return packaged if packaged.exists() else Path(__file__).parent.parent / "templates"
-
-
-def new_competition(
-    name: str,
-    parent: str | Path = "competitions",
-    *,
-    example: str | None = None,
-    kaggle: str | None = None,
-    data: str | Path | None = None,
-    link: bool = False,
-) -> Competition:
-    """Render templates/competition into parent/name; refuse to overwrite anything.
-
-    kaggle names a Kaggle competition slug: the folder gets platform = "kaggle" and
-    source = that slug, so `kit download` and `kit submit` go through the Kaggle client.
-    data names data already on disk (a folder or a .zip): it is copied (link: symlinked) into
-    data/, and kit.toml gets the [data], [task] and [submission] values that
-    `kit.data.propose.propose_data_section` infers from it (no download needed).
-    """
-    if not SLUG.match(name):
-        raise ConfigError(
-            f"competition name {name!r} is not a slug: use lowercase letters, digits and '-'"
-        )
-    if example is not None and example not in EXAMPLES:
-        raise ConfigError(f"--example {example!r} is unknown: choose one of {', '.join(EXAMPLES)}")
-    if sum(x is not None for x in (example, kaggle, data)) > 1:
-        raise ConfigError("--example, --kaggle and --data exclude each other: choose one source")
-    if kaggle is not None and not SLUG.match(kaggle):
-        raise ConfigError(
-            f"--kaggle {kaggle!r} is not a Kaggle competition slug: copy it from the URL, "
-            "e.g. cassava-leaf-disease-classification"
-        )
-    root = Path(parent) / name
-    if root.exists():
-        raise KitError(f"{root} already exists: pick another name or remove the folder first")
-    source = f"example:{example}" if example else (kaggle or "")
-    platform = "kaggle" if kaggle else "local"
-    values = {"name": name, "source": source, "title": name, "platform": platform}
-    source = templates_dir() / "competition"
-    staging = root.with_name(f".{name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    for template in sorted(source.rglob("*")):
-        if template.is_dir():
-            continue
-        relative = template.relative_to(source)
-        target = staging / str(relative).replace("dot-", ".", 1).removesuffix(".tmpl")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = template.read_text()
-        if template.suffix == ".tmpl":
-            text = string.Template(text).substitute(values)
-        target.write_text(text)
-    if data is not None:
-        try:
-            _bring_data(staging, Path(data), link)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    staging.rename(root)  # the folder appears whole or not at all
-    return Competition.load(root)
-
-
-def _bring_data(staging: Path, source: Path, link: bool) -> None:
-    """Copy or link the data into staging/data and write the proposed values into kit.toml."""
-    from kit.config import _toml_value
-    from kit.data.bench import set_toml_value
-    from kit.data.propose import bring_data, propose_data_section
-
-    bring_data(source, staging / "data", link=link)
-    proposal = propose_data_section(staging, staging / "data")
-    for section, values in proposal.values.items():
-        for key, value in values.items():
-            set_toml_value(staging / CONFIG_NAME, section, key, _toml_value(value))

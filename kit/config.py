@@ -9,32 +9,32 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from kit.choices import (
+    Balance,
+    BlendMethod,
+    CacheFormat,
+    FoldMerge,
+    Layout,
+    PlatformName,
+    Schedule,
+    SubmissionFormat,
+    TaskType,
+    ViewMerge,
+)
 from kit.errors import ConfigError
+from kit.fileio import write_text
+from kit.infer.views import check_view_names
+from kit.metrics import get_metric
+from kit.task import task_class
 
 CONFIG_NAME = "kit.toml"
-
-# The choice lists: each is defined here once, and the modules that act on a choice ask these.
-PlatformName = Literal["local", "kaggle", "host"]
-Layout = Literal["csv", "folder_per_class", "path_regex"]
-Schedule = Literal["cosine", "onecycle"]
-Balance = Literal["none", "sampler", "loss"]
-ViewMerge = Literal["mean", "gmean"]
-FoldMerge = Literal["prob", "logit"]
-BlendMethod = Literal["mean", "rank", "gmean", "weights"]
-TaskType = Literal["multiclass", "binary", "multilabel", "ordinal"]
-SubmissionFormat = Literal["class_index", "class_name", "probability", "probabilities"]
-CacheFormat = Literal["raw", "png", "jpeg"]  # how data.cache stores an image
-
-
-def choices(kind: Any) -> tuple[str, ...]:
-    """The values of a choice type, e.g. choices(Schedule) -> ('cosine', 'onecycle')."""
-    return get_args(kind)
 
 
 @dataclass(frozen=True)
@@ -399,9 +399,6 @@ def config_from_dict(
 
 def check_rules(config: Config, origins: dict[str, str] | None = None) -> None:
     """Rules that join fields or need a module's own table (metrics, TTA views)."""
-    from kit.infer.views import check_view_names
-    from kit.metrics import get_metric
-
     origins = origins or {}
 
     def fix(*keys: str) -> str:
@@ -416,7 +413,6 @@ def check_rules(config: Config, origins: dict[str, str] | None = None) -> None:
         check_view_names(config.predict.tta, config.predict.forbid_views)
     except ConfigError as error:
         raise ConfigError(f"{error}; {fix('predict.tta', 'predict.forbid_views')}") from None
-    from kit.task import task_class
 
     try:
         task_class(config.task.type).check_submission_format(config.submission.format)
@@ -478,12 +474,12 @@ def dump_toml(data: dict[str, Any]) -> str:
     for section, values in data.items():
         lines.append(f"[{section}]")
         for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -491,9 +487,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        items = ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
         return "{ " + items + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
@@ -501,4 +497,27 @@ def _toml_value(value: Any) -> str:
 def _toml_key(key: str) -> str:
     """A bare key, or a quoted one: "train.lr" unquoted would be read back as a nested table."""
     bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
-    return key if bare else _toml_value(key)
+    return key if bare else toml_value(key)
+
+
+def set_toml_value(path: Path, section: str, key: str, value: str, by: str = "kit") -> str:
+    """Rewrite `key = value` inside [section] of a kit.toml, keeping its comment; the new line.
+
+    value is TOML text (see toml_value); a new line is marked as set by `by`.
+    """
+    text = path.read_text()
+    header = re.search(rf"^\[{re.escape(section)}\]\s*$", text, re.M)
+    if header is None:
+        text = text.rstrip("\n") + f"\n\n[{section}]\n{key} = {value}\n"
+        write_text(path, text)
+        return f"{key} = {value}"
+    following = re.search(r"^\[", text[header.end() :], re.M)
+    end = header.end() + following.start() if following else len(text)
+    body = text[header.end() : end]
+    line = re.compile(rf"^({re.escape(key)}\s*=\s*)([^#\n]*?)(\s*#.*)?$", re.M)
+    if line.search(body):
+        body = line.sub(lambda m: f"{m.group(1)}{value}{m.group(3) or ''}", body, count=1)
+    else:
+        body = body.rstrip("\n") + f"\n{key} = {value}  # set by {by}\n\n"
+    write_text(path, text[: header.end()] + body + text[end:])
+    return f"{key} = {value}"

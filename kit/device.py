@@ -6,10 +6,11 @@ import contextlib
 import os
 import random
 
+import cv2
 import numpy as np
 import torch
 
-from kit.errors import ConfigError
+from kit.errors import ConfigError, KitError
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -111,11 +112,7 @@ def set_threads(threads: int) -> int:
 
 
 def _set_cv2_threads(threads: int) -> None:
-    try:
-        import cv2
-    except ImportError:  # albumentations brings cv2; a bare install may lack it
-        return
-    cv2.setNumThreads(threads)
+    cv2.setNumThreads(threads)  # OpenCV (albumentations' dependency) has a pool of its own
 
 
 def tune_backend(device: torch.device, deterministic: bool) -> None:
@@ -223,8 +220,6 @@ class PassBudget:
 
     def halve(self, failed: int, error: Exception) -> None:
         if failed <= 1:
-            from kit.errors import KitError
-
             raise KitError(
                 f"prediction: one image does not fit in {self.device} memory ({error}): lower "
                 'train.image_size, free the device, or set train.device = "cpu"'

@@ -7,8 +7,10 @@ traceback under KIT_HOME so the one line can say where. This module stays import
 imports it for `kit --help`): foreign exception types are recognised by name, not imported.
 """
 
+import datetime as dt
 import errno
 import os
+from pathlib import Path
 
 
 class KitError(Exception):
@@ -145,9 +147,6 @@ def describe(error: BaseException) -> tuple[str, int] | None:
 
 def save_traceback(text: str) -> str | None:
     """Write a bug's traceback to $KIT_HOME/crashes/; its path, or None when it cannot be saved."""
-    import datetime as dt
-    from pathlib import Path
-
     home = Path(os.environ.get("KIT_HOME") or Path.home() / ".kit")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     path = home / "crashes" / f"traceback-{stamp}-{os.getpid()}.txt"

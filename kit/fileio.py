@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -122,8 +123,6 @@ def private_dir(path: Path) -> Path:
 
     A folder that is not kit's own to close (someone else's, a sticky shared one like /tmp, the
     home folder itself, when KIT_HOME points there) keeps its mode."""
-    import stat
-
     path.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         info = path.stat()

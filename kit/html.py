@@ -10,6 +10,8 @@ import base64
 import html
 import io
 
+from PIL import Image
+
 
 def escape(value) -> str:
     return html.escape(str(value), quote=True)
@@ -58,8 +60,6 @@ def figure_tag(made, alt: str) -> str:
 def thumbnail_png(path: str, size: int = 96) -> bytes | None:
     """A PNG thumbnail of the image file (small images scaled up, pixels kept sharp); None if
     the file cannot be read."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             return _thumbnail(image.convert("RGB"), size, upscale=True)
@@ -69,14 +69,10 @@ def thumbnail_png(path: str, size: int = 96) -> bytes | None:
 
 def rgb_thumbnail_png(rgb, size: int = 96) -> bytes:
     """A PNG thumbnail of a decoded HxWx3 uint8 array."""
-    from PIL import Image
-
     return _thumbnail(Image.fromarray(rgb), size, upscale=False)
 
 
 def _thumbnail(image, size: int, *, upscale: bool) -> bytes:
-    from PIL import Image
-
     image.thumbnail((size, size))
     if upscale and max(image.size) < size // 2:
         factor = max(1, size // max(image.size))

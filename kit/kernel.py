@@ -38,14 +38,21 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from kit.competition import Competition, templates_dir
+import pandas as pd
+
+import kit
+from kit.competition import KERNEL_MARKER, Competition
 from kit.config import CONFIG_NAME, dump_toml, load_config
 from kit.errors import ConfigError, KitError
 from kit.fileio import write_json, write_text
+from kit.infer.ensemble import ensemble_runs
+from kit.infer.predict import predict_run
+from kit.platforms import kaggle_kernels as kaggle
 from kit.platforms.kaggle import competition_slug
+from kit.platforms.kaggle_client import credentials_file
 from kit.run import LOG_NAME, OOF_TTA_NAME, TEST_NAME, Run
+from kit.scaffold import templates_dir
 
-MARKER = "kit-kernel.json"  # in the dataset: names the run and lays out its files
 SCRIPT = "inference.py"
 # Files of the run folder the kernel needs no copy of: it writes them itself, or never reads them.
 SKIPPED_RUN_FILES = {LOG_NAME, TEST_NAME, OOF_TTA_NAME}
@@ -86,7 +93,6 @@ def kaggle_owner(configured: str = "") -> str:
         return configured
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    from kit.platforms.kaggle_client import credentials_file
 
     with contextlib.suppress(OSError, ValueError, AttributeError):
         username = json.loads(credentials_file().read_text()).get("username")
@@ -102,7 +108,6 @@ def kaggle_owner(configured: str = "") -> str:
 def known_secrets() -> list[str]:
     """The Kaggle keys this process could leak: environment and kaggle.json."""
     secrets = [os.environ.get(name, "") for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")]
-    from kit.platforms.kaggle_client import credentials_file
 
     with contextlib.suppress(OSError, ValueError, AttributeError):
         secrets.append(str(json.loads(credentials_file().read_text()).get("key") or ""))
@@ -151,8 +156,6 @@ def find_secrets(folder: Path, secrets: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------ wheels
 def _kit_sources() -> tuple[Path, Path, str]:
     """(package folder, templates folder, version) of the running kit."""
-    import kit
-
     package = Path(kit.__file__).parent
     return package, templates_dir(), kit.__version__
 
@@ -294,7 +297,7 @@ def build_kernel(competition: Competition, run: str) -> dict:
                 layout[name] = source.relative_to(competition.root).as_posix()
         wheels = [build_kit_wheel(dataset), *download_wheels(settings.extra_wheels, dataset)]
         write_json(
-            dataset / MARKER,
+            dataset / KERNEL_MARKER,
             {
                 "run": run,
                 "competition": comp_slug,
@@ -313,7 +316,7 @@ def build_kernel(competition: Competition, run: str) -> dict:
         values = {
             "competition": comp_slug,
             "run": run,
-            "marker": MARKER,
+            "marker": KERNEL_MARKER,
             "dataset_slug": dataset_slug,
             "dataset_ref": f"{owner}/{dataset_slug}",
             "competition_slug": comp_slug,
@@ -370,11 +373,8 @@ def kernel_config_text(config_path: Path, competition_input: Path) -> str:
 def predict_in_kernel(dataset: Path, competition_input: Path, working: Path) -> Path:
     """Lay out the run under working/kit, predict as `kit predict` + `kit ensemble` do, and
     write working/submission.csv; return its path."""
-    from kit.infer.ensemble import ensemble_runs
-    from kit.infer.predict import predict_run
-
     dataset, working = Path(dataset), Path(working)
-    info = json.loads((dataset / MARKER).read_text())
+    info = json.loads((dataset / KERNEL_MARKER).read_text())
     root = working / "kit"
     for name, relative in info["layout"].items():
         target = root / relative
@@ -436,8 +436,6 @@ def run_local(
     allows it. The expected submission is what `kit ensemble RUN` makes of runs/RUN/test.csv
     (`kit predict RUN` first); the two must agree row for row.
     """
-    from kit.infer.ensemble import ensemble_runs
-
     slug = kernel_slug(competition, run)
     folder = kernel_dir(competition, slug)
     metadata_path = folder / "kernel-metadata.json"
@@ -501,8 +499,6 @@ def run_local(
 
 def rows_differing(produced: Path, expected: Path) -> int:
     """Rows where two submission files differ, compared as text (all rows if shapes differ)."""
-    import pandas as pd
-
     ours = pd.read_csv(produced, dtype=str, keep_default_na=False)
     theirs = pd.read_csv(expected, dtype=str, keep_default_na=False)
     if ours.shape != theirs.shape or list(ours.columns) != list(theirs.columns):
@@ -513,8 +509,6 @@ def rows_differing(produced: Path, expected: Path) -> int:
 # ------------------------------------------------------------------------------ push
 def push_kernel(competition: Competition, run: str, *, notes: str = "") -> dict:
     """Create or version the kernel's dataset, then push the kernel, through the client."""
-    from kit.platforms import kaggle_kernels as kaggle
-
     folder = kernel_dir(competition, kernel_slug(competition, run))
     if not (folder / "kernel-metadata.json").exists():
         raise KernelError(f"{folder} has no kernel: run `kit kernel build {run}` first")

@@ -9,12 +9,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import sqlite3
 from pathlib import Path
+
+import pandas as pd
 
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.run import Run, known_runs
+from kit.workbench.track import track_scores
 
 SCHEMA = """
 create table if not exists runs (
@@ -98,7 +102,6 @@ def record_submission(
             "values (?, ?, ?, ?, ?)",
             [(run, str(file), platform, public_score, now) for run in runs],
         )
-    from kit.workbench.track import track_scores
 
     for run in runs:  # TensorBoard, MLflow: the LB score beside the run's CV
         track_scores(competition, run, {"lb/public": public_score})
@@ -106,8 +109,6 @@ def record_submission(
 
 def list_runs(competition: Competition):
     """A DataFrame: one row per run, newest first, with its best public leaderboard score."""
-    import pandas as pd
-
     known = _known_runs(competition)
     for name in known_runs(competition):
         run = Run(competition, name)
@@ -207,8 +208,6 @@ SCORE_DIGITS = 5  # every score kit prints (runs, submit, leaderboard) has 5 dec
 
 def format_score(value) -> str:
     """A score as every table and message prints it: 5 decimals, or '-' when there is none."""
-    import math
-
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{SCORE_DIGITS}f}"
@@ -216,8 +215,6 @@ def format_score(value) -> str:
 
 def format_seconds(seconds) -> str:
     """41s, 2m55s, 1h02m: a duration at a glance."""
-    import math
-
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "-"
     seconds = int(round(seconds))

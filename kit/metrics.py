@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
 from kit.errors import ConfigError
 
@@ -47,16 +48,12 @@ def _accuracy_labels(y_true, y_pred):
 
 def _f1_labels(average):
     def score(y_true, y_pred):
-        from sklearn.metrics import f1_score
-
         return f1_score(y_true, y_pred, average=average, zero_division=0)
 
     return score
 
 
 def _qwk_labels(y_true, y_pred):
-    from sklearn.metrics import cohen_kappa_score
-
     return cohen_kappa_score(y_true, y_pred, weights="quadratic")
 
 
@@ -70,8 +67,6 @@ def _on_decisions(label_metric):
 
 
 def _log_loss(task, targets, probs):
-    from sklearn.metrics import log_loss
-
     clipped = np.clip(probs, 1e-15, 1)
     # rows saved as float32 CSV text sum to 1 within ~1e-7, which sklearn warns about
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
@@ -79,14 +74,10 @@ def _log_loss(task, targets, probs):
 
 
 def _roc_auc(task, targets, probs):
-    from sklearn.metrics import roc_auc_score
-
     return roc_auc_score(targets, probs[:, 1])
 
 
 def _mean_column_auc(task, targets, probs):
-    from sklearn.metrics import roc_auc_score
-
     scores = [
         roc_auc_score(targets[:, j], probs[:, j])
         for j in range(targets.shape[1])

@@ -6,7 +6,14 @@ from __future__ import annotations
 import time
 
 from kit.competition import Competition
+from kit.data.download import download
+from kit.data.folds import make_folds
 from kit.errors import LimitError
+from kit.infer.ensemble import ensemble_runs
+from kit.infer.predict import predict_run
+from kit.platforms import submit as submit_file
+from kit.progress import duration
+from kit.train.cv import train_run
 
 
 def run_all(
@@ -19,13 +26,6 @@ def run_all(
     echo=print,
 ) -> dict:
     """download -> folds -> train -> predict (TTA) -> ensemble -> validate -> submit."""
-    from kit.data.download import download
-    from kit.data.folds import make_folds
-    from kit.infer.ensemble import ensemble_runs
-    from kit.infer.predict import predict_run
-    from kit.platforms import submit as submit_file
-    from kit.train.cv import train_run
-
     started = time.time()
     summary: dict = {"competition": str(competition.root)}
     got = download(competition)
@@ -62,8 +62,6 @@ def run_all(
 
 def format_summary(summary: dict) -> str:
     """The end of `kit run` for a person: scores, where the files are, how long it took."""
-    from kit.progress import duration
-
     lines = [
         f"done in {duration(summary['seconds'])}: run {summary['run']}, CV {summary['metric']} "
         f"{summary['cv']:.4f} (with TTA {summary['cv_tta']:.4f})"

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 LINE_EVERY = 30.0  # seconds between plain progress lines when stderr is not a terminal
 
 
@@ -25,8 +27,6 @@ def use_bars() -> bool:
 def echo(line: str) -> None:
     """One line above any bar (tqdm.write), flushed at once (ranks under torchrun are piped)."""
     if use_bars():
-        from tqdm.auto import tqdm
-
         tqdm.write(line)
     else:
         print(line, flush=True)
@@ -73,8 +73,6 @@ class Bar:
 
     def __iter__(self):
         if self.enabled and use_bars():
-            from tqdm.auto import tqdm
-
             self._tqdm = tqdm(
                 self.iterable,
                 desc=self.desc,

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from kit import html as H
 from kit.competition import Competition
+from kit.data.folds import training_table
 from kit.fileio import atomic_open, write_text
+from kit.ledger import list_runs
 from kit.run import Run
 
 MAX_MATRIX_CLASSES = 40  # past this a confusion matrix is unreadable; per-class scores remain
@@ -88,8 +91,6 @@ def zoomed_limits(values: np.ndarray, fit: np.ndarray | None = None) -> tuple[fl
 
 def write_run_report(competition: Competition, run: str) -> Path:
     """Write runs/<run>/report.html from run.json, config.toml, log.jsonl, oof.csv, metrics.json."""
-    from kit.data.folds import training_table
-
     opened = competition.run(run)
     metrics = opened.metrics
     table, task = training_table(competition)
@@ -185,8 +186,6 @@ def _curves(epochs: pd.DataFrame, metric: str) -> str:
 
 
 def _class_sections(task, targets: np.ndarray, oof: pd.DataFrame) -> list[str]:
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     decided = task.decide(oof[task.columns].to_numpy())
     labels = list(task.classes)
     parts = []
@@ -299,8 +298,6 @@ def _gallery(oof: pd.DataFrame, targets: np.ndarray, task, paths: np.ndarray) ->
 def write_runs_overview(competition: Competition) -> dict:
     """runs/cv_vs_lb.png (CV against public leaderboard score, or CV per run before any
     submission) and runs/index.html (the plot and the ledger, each run linked to its report)."""
-    from kit.ledger import list_runs
-
     frame = list_runs(competition)
     out_dir = competition.runs_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,28 @@ against the dicts of earlier releases keeps working.
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
 
 
 class _Record:
+    @classmethod
+    def _read(cls, artefact: dict[str, Any], whole: str, **given: Any):
+        """The record whose fields other than `given` are artefact's values of the same name
+        (copied, so the record does not share lists with it); `whole` keeps the artefact itself.
+        A field with a default may be missing from the artefact (older runs lack it)."""
+        values = dict(given, **{whole: artefact})
+        for item in fields(cls):
+            if item.name in values:
+                continue
+            if item.name in artefact:
+                values[item.name] = copy.copy(artefact[item.name])
+            elif item.default is MISSING and item.default_factory is MISSING:
+                raise KeyError(item.name)
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -33,8 +49,21 @@ class _Record:
         return self.to_dict().keys()
 
 
+class _RunRecord(_Record):
+    """A run's record read from a metrics file: `run`, one path (PATH_FIELD) and the metrics."""
+
+    PATH_FIELD: ClassVar[str]
+
+    @classmethod
+    def from_metrics(cls, run: str, path, metrics: dict[str, Any]):
+        return cls._read(metrics, "metrics", run=run, **{cls.PATH_FIELD: str(path)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, self.PATH_FIELD: getattr(self, self.PATH_FIELD), **self.metrics}
+
+
 @dataclass(frozen=True)
-class TrainResult(_Record):
+class TrainResult(_RunRecord):
     """A run after `kit train`: its CV over the folds it has (metrics.json)."""
 
     run: str
@@ -43,30 +72,15 @@ class TrainResult(_Record):
     cv: float
     cv_std: float
     folds: list[float]  # each finished fold's best score, in fold order
-    complete: bool  # every fold of folds.csv finished
-    missing_folds: list[int]
     metrics: dict[str, Any] = field(repr=False)  # the whole metrics.json
+    complete: bool = True  # every fold of folds.csv finished (older runs: always)
+    missing_folds: list[int] = field(default_factory=list)
 
-    @classmethod
-    def from_metrics(cls, run: str, run_dir, metrics: dict[str, Any]) -> TrainResult:
-        return cls(
-            run=run,
-            run_dir=str(run_dir),
-            metric=metrics["metric"],
-            cv=metrics["cv"],
-            cv_std=metrics["cv_std"],
-            folds=list(metrics["folds"]),
-            complete=bool(metrics.get("complete", True)),
-            missing_folds=list(metrics.get("missing_folds", [])),
-            metrics=metrics,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "run_dir": self.run_dir, **self.metrics}
+    PATH_FIELD: ClassVar[str] = "run_dir"
 
 
 @dataclass(frozen=True)
-class PredictResult(_Record):
+class PredictResult(_RunRecord):
     """A run after `kit predict`: test.csv, and the OOF score of each TTA view and of the merge."""
 
     run: str
@@ -80,23 +94,7 @@ class PredictResult(_Record):
     fold_merge: str
     metrics: dict[str, Any] = field(repr=False)
 
-    @classmethod
-    def from_metrics(cls, run: str, test_csv, metrics: dict[str, Any]) -> PredictResult:
-        return cls(
-            run=run,
-            test_csv=str(test_csv),
-            metric=metrics["metric"],
-            cv=metrics["cv"],
-            cv_tta=metrics["cv_tta"],
-            cv_by_view=dict(metrics["cv_by_view"]),
-            tta=list(metrics["tta"]),
-            merge=metrics["merge"],
-            fold_merge=metrics["fold_merge"],
-            metrics=metrics,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "test_csv": self.test_csv, **self.metrics}
+    PATH_FIELD: ClassVar[str] = "test_csv"
 
 
 @dataclass(frozen=True)
@@ -110,28 +108,16 @@ class BlendCard(_Record):
     method: str
     metric: str
     cv: float | None  # blend OOF score (None when the members share no folds)
-    cv_nested: float | None  # the same with every fitted choice made out of fold
-    cv_before_decision: float | None
     members: list[dict[str, Any]]  # run, weight, cv
     decision: dict[str, Any]  # kind ("none", "offsets", ...) and values
     card: dict[str, Any] = field(repr=False)  # the whole card.json
+    cv_nested: float | None = None  # the same with every fitted choice made out of fold
+    cv_before_decision: float | None = None
 
     @classmethod
     def from_card(cls, card: dict[str, Any], *, submission, blend_dir, runs) -> BlendCard:
-        return cls(
-            name=card["name"],
-            submission=str(submission),
-            blend_dir=str(blend_dir),
-            runs=list(runs),
-            method=card["method"],
-            metric=card["metric"],
-            cv=card["cv"],
-            cv_nested=card.get("cv_nested"),
-            cv_before_decision=card.get("cv_before_decision"),
-            members=list(card["members"]),
-            decision=dict(card["decision"]),
-            card=card,
-        )
+        where = {"submission": str(submission), "blend_dir": str(blend_dir), "runs": list(runs)}
+        return cls._read(card, "card", **where)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ No other module spells these names: it asks a Run (or a Fold) for the path.
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
 import os
 import shutil
@@ -24,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
+from kit.config import load_config
 from kit.errors import KitError, examples
 from kit.fileio import write_json
 from kit.names import check_name, ensure_inside
@@ -279,8 +284,6 @@ class Run:
 
     @property
     def config(self) -> Config:
-        from kit.config import load_config
-
         return load_config(self.config_path)
 
     @property
@@ -304,13 +307,9 @@ class Run:
         return self.oof_tta_path if tta and self.oof_tta_path.exists() else self.oof_path
 
     def read_oof(self, *, tta: bool = True) -> pd.DataFrame:
-        import pandas as pd
-
         return pd.read_csv(self.oof(tta=tta), dtype={"id": str})
 
     def read_test(self) -> pd.DataFrame:
-        import pandas as pd
-
         if not self.has_predictions:
             raise KitError(f"run '{self.name}' has no test predictions: kit predict {self.name}")
         return pd.read_csv(self.test_path, dtype={"id": str})
@@ -318,8 +317,6 @@ class Run:
 
 def _try_lock(path: Path):
     """The open, flock-ed file at path, or None when another process holds the lock."""
-    import fcntl
-
     handle = open(path, "a")  # noqa: SIM115 (held open for as long as the lock is)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -336,9 +333,6 @@ def known_runs(competition: Competition) -> list[str]:
 
 def read_predictions(path: Path, columns: list[str], run: str) -> pd.DataFrame:
     """A run's prediction table (id + columns as float32), or a KitError with the fix."""
-    import numpy as np
-    import pandas as pd
-
     if not path.exists():
         raise KitError(f"{path} not found: run `kit predict {run}` first")
     frame = pd.read_csv(path, dtype={"id": str, **dict.fromkeys(columns, np.float32)})

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit.choices import SubmissionFormat, choices
 from kit.competition import Competition
-from kit.config import SubmissionFormat, choices
+from kit.data.layout import competition_task, read_train_items
 from kit.errors import ConfigError, DataError, SubmissionError, examples
 from kit.fileio import atomic_open, count_header_fields
 from kit.names import check_name, ensure_inside
-from kit.task import Task, integer_labels
+from kit.task import Task, create_task, integer_labels
 
 FORMATS = choices(SubmissionFormat)
 
@@ -214,9 +215,6 @@ def competition_classes(competition: Competition) -> list:
     """The class set a submission is checked against, without touching the training images
     (validate and submit work before the images are downloaded): data.classes, else the labels
     of train_csv or folds.csv, else the training items."""
-    from kit.data.layout import competition_task, read_train_items
-    from kit.task import create_task
-
     data, kind = competition.config.data, competition.config.task.type
     if data.target_columns:  # multi-label (kit.toml allows them for no other task)
         return list(data.target_columns)

@@ -22,8 +22,9 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import torch.nn.functional as F
 
-from kit.config import TaskType, choices
+from kit.choices import TaskType, choices
 from kit.errors import ConfigError, DataError
 
 TASKS = choices(TaskType)
@@ -180,8 +181,6 @@ class SingleLabelTask(Task):
         return targets.map(index).to_numpy(dtype=np.int64)
 
     def loss(self, logits, targets, label_smoothing: float = 0.0, class_weights=None):
-        import torch.nn.functional as F
-
         return F.cross_entropy(
             logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing
         )
@@ -236,8 +235,6 @@ class MultiLabelTask(Task):
         return np.stack([np.asarray(t, dtype=np.float32) for t in targets])
 
     def loss(self, logits, targets, label_smoothing: float = 0.0, class_weights=None):
-        import torch.nn.functional as F
-
         soft = targets * (1 - label_smoothing) + 0.5 * label_smoothing
         return F.binary_cross_entropy_with_logits(logits.float(), soft, pos_weight=class_weights)
 
@@ -294,8 +291,6 @@ class OrdinalTask(Task):
         return targets.astype(np.float32).to_numpy()
 
     def loss(self, logits, targets, label_smoothing: float = 0.0, class_weights=None):
-        import torch.nn.functional as F
-
         return F.smooth_l1_loss(logits.float().squeeze(1), targets)
 
     def activate(self, logits):

@@ -31,8 +31,8 @@ def kit_home(tmp_path, monkeypatch):
 @pytest.fixture
 def digits(tmp_path):
     """A scaffolded digits competition with 150 images (120 train, 30 test), data built."""
-    from kit.competition import new_competition
     from kit.data.download import download
+    from kit.scaffold import new_competition
 
     competition = new_competition("digits", tmp_path / "competitions", example="digits")
     download(competition, limit=150)

@@ -27,9 +27,9 @@ def free_port() -> int:
 def hosted_digits(folder: Path, *, limit: int = 200, db: str | None = None, **init) -> dict:
     """A digits competition under folder/competitions, hosted in folder/host; KIT_HOME must be
     set by the caller. Returns hostdir, competition root and the host token."""
-    from kit.competition import new_competition
     from kit.data.download import download
     from kit.host.admin import init_host
+    from kit.scaffold import new_competition
 
     competition = new_competition("digits", folder / "competitions", example="digits")
     download(competition, limit=limit, progress=False)

@@ -24,11 +24,12 @@ SETS = [*TINY, 'predict.tta=["identity"]', "train.image_size=32"]
 def prepare(base: Path) -> tuple[Path, Path]:
     """A digits competition (60 images) with folds, a trained, predicted and blended run r1 and
     the local answer key: (competition root, KIT_HOME). Built once per module."""
-    from kit.competition import Competition, new_competition
+    from kit.competition import Competition
     from kit.data.download import download
     from kit.data.folds import make_folds
     from kit.infer.ensemble import ensemble_runs
     from kit.infer.predict import predict_run
+    from kit.scaffold import new_competition
     from kit.train.cv import train_run
 
     home = base / "kit-home"

@@ -132,3 +132,12 @@ def test_eda_and_folds_check(digits):
     leak = invoke("folds", "-C", root, "--check")
     assert leak.exit_code == 2
     assert source["id"] in leak.output and target["id"] in leak.output
+
+
+def test_download_refuses_a_limit_too_small_to_hold_every_class(tmp_path):
+    root = tmp_path / "competitions" / "digits"
+    assert invoke("new", "digits", "--example", "digits", "--parent", root.parent).exit_code == 0
+    result = invoke("download", "-C", root, "--limit", "40", "--quiet")
+    assert_one_line_error(result, "--limit 40: the digits example needs at least 50 images")
+    assert not (root / "data" / "train.csv").exists()
+    assert invoke("download", "-C", root, "--limit", "50", "--quiet").exit_code == 0

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.competition import templates_dir
 from kit.config import Config, config_from_dict, dump_toml, load_config, parse_override
 from kit.errors import ConfigError
+from kit.scaffold import templates_dir
 
 TEMPLATE = templates_dir() / "competition" / "kit.toml.tmpl"
 

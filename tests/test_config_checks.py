@@ -12,8 +12,9 @@ from typing import get_type_hints
 import pytest
 from click.testing import CliRunner
 
+from kit.choices import choices
 from kit.cli import cli
-from kit.config import Config, choices, config_from_dict
+from kit.config import Config, config_from_dict
 from kit.errors import ConfigError
 
 

@@ -61,7 +61,7 @@ def test_tables_follow_the_config(digits):
 
 
 def test_missing_data_says_to_download(tmp_path):
-    from kit.competition import new_competition
+    from kit.scaffold import new_competition
 
     competition = new_competition("empty", tmp_path, example="digits")
     with pytest.raises(DataError, match="run `kit download"):

@@ -18,9 +18,9 @@ from kit.errors import KitError
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-fold, 1-epoch run on 150 digits."""
-    from kit.competition import new_competition
     from kit.data.download import download
     from kit.data.folds import make_folds
+    from kit.scaffold import new_competition
     from kit.train.cv import train_run
 
     root = tmp_path_factory.mktemp("export")

@@ -474,7 +474,7 @@ def test_download_cannot_silently_raise_the_daily_limit(comp, kit_home):
 
 
 def test_download_cannot_replace_another_competitions_key(comp, kit_home, tmp_path):
-    from kit.competition import new_competition
+    from kit.scaffold import new_competition
 
     other = new_competition("other", tmp_path / "elsewhere", example="digits")
     assert invoke("download", "-C", other.root, "--limit", "60", "--quiet").exit_code == 0

@@ -17,7 +17,7 @@ from conftest import TINY
 from kaggle_server import KaggleServer, route_client_to
 
 from kit.cli import cli
-from kit.competition import Competition, new_competition
+from kit.competition import Competition
 from kit.errors import KitError
 from kit.kernel import (
     build_kernel,
@@ -29,6 +29,7 @@ from kit.kernel import (
     run_local,
 )
 from kit.platforms import kaggle_client, kaggle_kernels
+from kit.scaffold import new_competition
 
 # One quick run shared by the module: 2 folds, 1 epoch, one TTA view.
 RECIPE = [*TINY, "folds.n_splits=2", "predict.tta=['identity']"]

@@ -3,8 +3,8 @@ import json
 import nbformat
 import pytest
 
-from kit.competition import new_competition
 from kit.errors import ConfigError, KitError
+from kit.scaffold import new_competition
 
 
 def test_new_renders_every_template(tmp_path):

@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from kit.cli import cli
-from kit.competition import Competition, new_competition
+from kit.competition import Competition
 from kit.data.folds import make_folds
 from kit.data.layout import read_test_items, read_train_items
 from kit.errors import ConfigError, DataError
+from kit.scaffold import new_competition
 
 
 def _images(folder, names, ext=".jpg", seed=0) -> None:

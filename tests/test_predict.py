@@ -24,9 +24,9 @@ BINARY = Task("binary", (0, 1))
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny run (3 folds, 1 epoch, 150 digits) shared by this module's tests."""
-    from kit.competition import new_competition
     from kit.data.download import download
     from kit.data.folds import make_folds
+    from kit.scaffold import new_competition
     from kit.train.cv import train_run
 
     root = tmp_path_factory.mktemp("predict")
@@ -162,9 +162,9 @@ def test_tta_option_parsing_keeps_view_arguments():
 def test_auto_drops_hflip_on_real_digits(tmp_path):
     """Digits are not flip-invariant: a model that reads them well is hurt by hflip, and kit sees
     it on OOF."""
-    from kit.competition import new_competition
     from kit.data.download import download
     from kit.data.folds import make_folds
+    from kit.scaffold import new_competition
     from kit.train.cv import train_run
 
     competition = new_competition("digits", tmp_path / "competitions", example="digits")

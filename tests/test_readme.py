@@ -73,7 +73,7 @@ def shell_lines(body: str) -> list[tuple[str, str | None]]:
 
 def make_tiny(workspace: Path) -> bool:
     """Give every scaffolded competition the tiny recipe (once); True when one was changed now."""
-    from kit.data.bench import set_toml_value
+    from kit.config import set_toml_value
 
     changed = False
     for toml in workspace.glob("competitions/*/kit.toml"):

@@ -13,12 +13,12 @@ from kit.competition import Competition
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     """A 2-fold, 2-epoch run with MLflow on, predicted with TTA and submitted once."""
-    from kit.competition import new_competition
     from kit.data.download import download
     from kit.data.folds import make_folds
     from kit.infer.ensemble import ensemble_runs
     from kit.infer.predict import predict_run
     from kit.platforms import submit
+    from kit.scaffold import new_competition
     from kit.train.cv import train_run
 
     root = tmp_path_factory.mktemp("track")

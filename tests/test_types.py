@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.config import PlatformName, choices
+from kit.choices import PlatformName, choices
 from kit.errors import ConfigError, KitError
 from kit.results import SubmitResult, TrainResult
 from kit.run import FoldState, Run, RunState, known_runs

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from kit.errors import DataError, examples
 
@@ -35,8 +38,6 @@ def _hash_file(path: str) -> str:
 
 def file_hashes(paths: Iterable[str]) -> list[str]:
     """Content hash of each file, in the order given (files hashed in parallel threads)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     paths = list(paths)
     if len(paths) < 2 * HASH_THREADS:
         return [_hash_file(p) for p in paths]
@@ -90,19 +91,23 @@ def _fold_index_problems(items: pd.DataFrame, folds: pd.Series, n_splits: int | 
     return problems
 
 
-def _same_path_problems(items: pd.DataFrame) -> list[str]:
-    spread = items.groupby("path")["fold"].nunique()
+def _spread_problems(items: pd.DataFrame, column: str, what: str, fix: str) -> list[str]:
+    """One line when values of `column` (a path, a group) stand in more than one fold."""
+    spread = items.groupby(column)["fold"].nunique()
     leaked = spread[spread > 1].index
     if len(leaked) == 0:
         return []
     shown = [
-        f"{path} in folds {_fold_list(items.loc[items['path'] == path, 'fold'])}"
-        for path in leaked[:MAX_EXAMPLES]
+        f"{value} in folds {_fold_list(items.loc[items[column] == value, 'fold'])}"
+        for value in leaked[:MAX_EXAMPLES]
     ]
-    return [
-        f"{len(leaked)} file(s) listed in more than one fold (leak), e.g. {'; '.join(shown)}; "
-        "list each file once"
-    ]
+    return [f"{len(leaked)} {what} (leak), e.g. {'; '.join(shown)}; {fix}"]
+
+
+def _same_path_problems(items: pd.DataFrame) -> list[str]:
+    return _spread_problems(
+        items, "path", "file(s) listed in more than one fold", "list each file once"
+    )
 
 
 def _same_bytes_problems(items: pd.DataFrame) -> list[str]:
@@ -130,18 +135,8 @@ def _same_bytes_problems(items: pd.DataFrame) -> list[str]:
 
 def _same_group_problems(items: pd.DataFrame) -> list[str]:
     grouped = items.loc[items["group"].notna()]
-    spread = grouped.groupby("group")["fold"].nunique()
-    leaked = spread[spread > 1].index
-    if len(leaked) == 0:
-        return []
-    shown = [
-        f"{group} in folds {_fold_list(grouped.loc[grouped['group'] == group, 'fold'])}"
-        for group in leaked[:MAX_EXAMPLES]
-    ]
-    return [
-        f"{len(leaked)} group(s) span more than one fold (leak), e.g. {'; '.join(shown)}; "
-        "split with a group-aware splitter"
-    ]
+    fix = "split with a group-aware splitter"
+    return _spread_problems(grouped, "group", "group(s) span more than one fold", fix)
 
 
 def _missing_class_problems(items: pd.DataFrame) -> list[str]:
@@ -178,9 +173,6 @@ NEAR_DUPLICATE_BITS = 4  # Hamming distance at or below which two images are nea
 
 def perceptual_hash(path: str) -> int | None:
     """The 64-bit dHash of an image file; None when it cannot be decoded."""
-    import numpy as np
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.draft("L", (64, 64))  # JPEGs decode at a fraction of their size

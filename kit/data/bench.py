@@ -21,15 +21,32 @@ import datetime as dt
 import hashlib
 import json
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
 
 from kit.competition import Competition
+from kit.config import CONFIG_NAME, set_toml_value
+from kit.data.cache import create_image_source, disk_bytes
+from kit.data.dataset import ImageDataset
+from kit.data.images import load_rgb
+from kit.data.layout import read_train_items
+from kit.data.transforms import create_transform
+from kit.device import (
+    default_workers,
+    intra_op_threads,
+    normalise,
+    pick_device,
+    set_threads,
+    to_unit_float,
+    usable_cores,
+    worker_init,
+)
 from kit.errors import ConfigError
-from kit.fileio import kit_home, write_json, write_text
+from kit.fileio import kit_home, write_json
 
 GOOD_ENOUGH = 0.95  # a setting within 5 % of the fastest counts as fast
 
@@ -45,10 +62,6 @@ def worker_sweep(cores: int) -> list[int]:
 
 def machine_id() -> dict:
     """What makes one machine's measurement wrong for another: host, cores, CPU, GPU."""
-    import torch
-
-    from kit.device import usable_cores
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
     return {
         "host": platform.node(),
@@ -87,8 +100,6 @@ def measured_workers(config, root) -> dict | None:
 
 def resolve_workers(config, root, device, ranks: int = 1) -> tuple[int, str]:
     """(num_workers per rank, where it came from) for train.num_workers, which may be "auto"."""
-    from kit.device import default_workers, usable_cores
-
     value = config.train.num_workers
     if value != "auto":
         return int(value), "kit.toml"
@@ -108,24 +119,6 @@ def bench_data(
     write: bool = False,
 ) -> dict:
     """Stage times (ms per image) and loader img/s per (num_workers, batch_size); a recommendation."""
-    import torch
-    from torch.utils.data import DataLoader, default_collate
-
-    from kit.data.cache import create_image_source, disk_bytes
-    from kit.data.dataset import ImageDataset
-    from kit.data.images import load_rgb
-    from kit.data.layout import read_train_items
-    from kit.data.transforms import create_transform
-    from kit.device import (
-        intra_op_threads,
-        normalise,
-        pick_device,
-        set_threads,
-        to_unit_float,
-        usable_cores,
-        worker_init,
-    )
-
     config = competition.config
     cores = usable_cores()
     workers = workers if workers is not None else worker_sweep(cores)
@@ -244,7 +237,11 @@ def store_measurement(competition: Competition, recommended: dict, device: str) 
     written = f'{path} (train.num_workers = "auto" uses it on this machine)'
     if competition.config.train.num_workers != "auto":
         line = set_toml_value(
-            competition.root / "kit.toml", "train", "num_workers", recommended["num_workers"]
+            competition.root / CONFIG_NAME,
+            "train",
+            "num_workers",
+            str(recommended["num_workers"]),
+            by="kit bench data",
         )
         written += f"; kit.toml pins a number: {line}"
     return written
@@ -268,26 +265,6 @@ def recommend(rows: list[dict], batch_size: int) -> dict:
         "batch_size": choice["batch_size"],
         "img_per_s": choice["img_per_s"],
     }
-
-
-def set_toml_value(path, section: str, key: str, value) -> str:
-    """Rewrite `key = value` inside [section] of a kit.toml, keeping its comment; the new line."""
-    text = path.read_text()
-    header = re.search(rf"^\[{re.escape(section)}\]\s*$", text, re.M)
-    if header is None:
-        text = text.rstrip("\n") + f"\n\n[{section}]\n{key} = {value}\n"
-        write_text(path, text)
-        return f"{key} = {value}"
-    following = re.search(r"^\[", text[header.end() :], re.M)
-    end = header.end() + following.start() if following else len(text)
-    body = text[header.end() : end]
-    line = re.compile(rf"^({re.escape(key)}\s*=\s*)([^#\n]*?)(\s*#.*)?$", re.M)
-    if line.search(body):
-        body = line.sub(lambda m: f"{m.group(1)}{value}{m.group(3) or ''}", body, count=1)
-    else:
-        body = body.rstrip("\n") + f"\n{key} = {value}  # set by kit bench data\n\n"
-    write_text(path, text[: header.end()] + body + text[end:])
-    return f"{key} = {value}"
 
 
 def format_table(result: dict) -> str:

@@ -21,9 +21,11 @@ import os
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from kit.data.images import crop_box, load_rgb
+from kit.data.transforms import SIZING, create_preprocess
 
 CACHE_VERSION = 1  # bump when the cached bytes change meaning
 SUFFIXES = {"raw": ".u8", "png": ".png", "jpeg": ".jpg"}  # data.cache_format -> file suffix
@@ -71,7 +73,6 @@ class ImageSource:
         data = np.fromfile(file, dtype=np.uint8)
         if self.cache_format == "raw":
             return data.reshape(self.size, self.size, 3)
-        import cv2
 
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if bgr is None or bgr.shape != (self.size, self.size, 3):
@@ -81,7 +82,6 @@ class ImageSource:
     def _encode(self, image: np.ndarray) -> bytes:
         if self.cache_format == "raw":
             return image.tobytes()
-        import cv2
 
         params = [cv2.IMWRITE_JPEG_QUALITY, self.quality] if self.cache_format == "jpeg" else []
         ok, encoded = cv2.imencode(
@@ -99,8 +99,6 @@ class ImageSource:
         if self.preprocess is not None:
             image = self.preprocess(image=image)["image"]
         if self.cache_dir is not None:
-            import cv2
-
             interpolation = cv2.INTER_AREA if image.shape[0] > self.size else cv2.INTER_LINEAR
             image = cv2.resize(image, (self.size, self.size), interpolation=interpolation)
         return np.ascontiguousarray(image)
@@ -155,8 +153,6 @@ def create_image_source(
     augment: the specs of the pipeline that follows. When it resizes first (no sizing op of its
     own) and nothing runs before at full resolution, JPEGs are decoded at reduced size.
     """
-    from kit.data.transforms import SIZING, create_preprocess
-
     data = config.data
     boxes = None
     if data.bbox_columns and items is not None and set(data.bbox_columns) <= set(items.columns):

@@ -21,13 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from kit import html as H
 from kit.data.audit import hash_bytes
 from kit.data.eda_page import MAX_SAMPLE_CLASSES, render_page
+from kit.data.folds import read_folds
 from kit.data.images import to_rgb
+from kit.data.layout import competition_task, read_train_items
 from kit.errors import DataError, KitError
 from kit.fileio import write_text
+from kit.workbench.drift import MAX_IMAGES, check_drift, drift_section
 
 THUMBNAIL_PX = 96
 SAMPLE_IMAGES = 3000  # kit eda decodes this many (a fixed random subset) for pixel statistics
@@ -123,7 +127,6 @@ def _scan_file(path: str, decode: bool, thumbnail: bool) -> FileScan:
         scan.error = f"cannot read: {error.strerror}"
         return scan
     scan.hash = hash_bytes(data)
-    from PIL import Image
 
     scan.decoded = decode
     try:
@@ -288,8 +291,6 @@ def _sorted(values: Iterable) -> list:
 
 def report_competition(competition, *, max_images: int | None = SAMPLE_IMAGES) -> dict:
     """kit eda: the report on a competition's training images (with folds once they exist)."""
-    from kit.data.folds import read_folds
-    from kit.data.layout import competition_task, read_train_items
 
     # corrupt files are reported here, so read the table without training_table's decode check
     items, task = competition_task(competition, read_train_items(competition))
@@ -313,8 +314,6 @@ def report_competition(competition, *, max_images: int | None = SAMPLE_IMAGES) -
 
 def _drift_section(competition, max_images: int | None) -> dict | None:
     """kit drift's findings for eda.html, when the test set is there to compare with."""
-    from kit.workbench.drift import MAX_IMAGES, check_drift, drift_section
-
     try:
         result = check_drift(competition, max_images=min(max_images or MAX_IMAGES, MAX_IMAGES))
     except (KitError, ValueError) as error:  # no test data yet, or too few images to compare

@@ -6,14 +6,20 @@ Everything is derived with fixed seeds, so every machine builds byte-identical d
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
+from kit.errors import KitError
 from kit.fileio import write_csv, write_json
 
+EXAMPLES = ("digits",)  # what `kit new --example` and `source = "example:NAME"` accept
 TEST_FRACTION = 0.2  # 360 of 1,797 images become the hidden test set
 PUBLIC_FRACTION = 0.5  # share of the test set scored on the public leaderboard
 SPLIT_SEED = 2024  # fixes the train/test split and the public/private split
@@ -25,14 +31,18 @@ def build_digits(data_dir: Path, *, limit: int | None = None) -> pd.DataFrame:
 
     limit keeps the first `limit` images of a stratified order (for fast tests).
     """
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     digits = load_digits()
     images = np.rint(digits.images * UPSCALE).astype(np.uint8)
     labels = digits.target.astype(int)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    classes = len(np.unique(labels))
+    smallest = math.ceil(classes / TEST_FRACTION)  # the hidden test set holds every class
+    if limit is not None and not smallest <= limit:
+        raise KitError(
+            f"--limit {limit}: the digits example needs at least {smallest} images ({classes} "
+            f"classes, {TEST_FRACTION:.0%} of the images held out as the test set); "
+            f"give --limit {smallest} or more"
+        )
     if limit is not None:
         # round-robin over classes so a small limit still holds every class
         by_class = [order[labels[order] == c] for c in range(10)]

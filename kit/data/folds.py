@@ -11,9 +11,12 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from kit.competition import Competition
-from kit.data.layout import competition_task, read_train_items
+from kit.data.audit import audit_folds, duplicate_groups
+from kit.data.index import bad_images, index_files
+from kit.data.layout import competition_task, read_csv_table, read_train_items
 from kit.errors import DataError, KitError
 from kit.fileio import write_csv
 from kit.task import Task
@@ -36,7 +39,6 @@ def make_folds(competition: Competition, *, force: bool = False) -> pd.DataFrame
     if groups is not None:
         folds["group"] = groups.to_numpy()
     write_csv(path, folds)
-    from kit.data.index import index_files
 
     index_files(competition.root, items["path"])  # scanned once here, reused by every command
     folds.attrs["duplicates"] = joined  # what join_duplicates merged, for the command to say
@@ -48,8 +50,6 @@ def join_duplicates(items: pd.DataFrame, *, near: bool = False) -> tuple[pd.Seri
     joined with the groups of its byte-identical copies (and, with near, its perceptual-hash
     neighbours), so copies never sit on both sides of a split. None when there is nothing to
     group: no declared groups and no duplicates."""
-    from kit.data.audit import duplicate_groups
-
     declared = items["group"].tolist() if "group" in items.columns else None
     names, joined = duplicate_groups(
         items["path"].tolist(), declared, names=items["id"].tolist(), near=near
@@ -64,8 +64,6 @@ def assign_folds(
     task: Task, targets: pd.Series, groups: pd.Series | None, n_splits: int, seed: int
 ) -> np.ndarray:
     """The fold of each row: stratified by target, never splitting a group."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
     if n_splits < 2:
         raise DataError(f"folds.n_splits = {n_splits}: use at least 2 folds")
     if groups is not None and groups.nunique() < n_splits:
@@ -138,7 +136,6 @@ def read_folds(competition: Competition) -> pd.DataFrame:
     path = competition.folds_csv
     if not path.exists():
         raise KitError(f"{path} not found: run `kit folds -C {competition.root}` first")
-    from kit.data.layout import read_csv_table
 
     fix = f"rewrite it with `kit folds -C {competition.root} --force`"
     table = read_csv_table(path, "folds table", fix, dtype={"id": str})
@@ -164,8 +161,6 @@ def training_table(
     only changed files are looked at again); check_images=False skips it, for the commands that
     never read pixels (a blend of prediction tables).
     """
-    from kit.data.index import bad_images
-
     items, task = competition_task(competition, read_train_items(competition))
     folds = read_folds(competition)
     merged = items.merge(folds[["id", "fold"]], on="id", how="left")
@@ -192,8 +187,6 @@ def training_table(
 
 def check_folds(competition: Competition) -> list[str]:
     """Leaks and gaps in folds.csv: shared files or image bytes, shared groups, missing classes."""
-    from kit.data.audit import audit_folds
-
     table, task = training_table(competition)
     table = table.assign(target=task.label_names(table["target"]))  # names, not 0/1 rows
     return audit_folds(table, competition.config.folds.n_splits)
@@ -201,8 +194,6 @@ def check_folds(competition: Competition) -> list[str]:
 
 def bad_training_images(competition: Competition) -> dict[str, str]:
     """{path: reason} of the training images that cannot be decoded."""
-    from kit.data.index import bad_images
-
     return bad_images(competition.root, read_train_items(competition)["path"])
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -138,10 +140,6 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def _decode_reduced(data: bytes, factor: int) -> np.ndarray | None:
     """OpenCV's reduced JPEG decode (faster than PIL's draft), RGB; None when it cannot."""
-    try:
-        import cv2
-    except ImportError:
-        return None
     flags = {
         2: cv2.IMREAD_REDUCED_COLOR_2,
         4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -206,8 +204,6 @@ def quick_check(path: str) -> str | None:
 
 def find_bad_images(paths) -> dict[str, str]:
     """{path: reason} for every file quick_check rejects, in the order given."""
-    from concurrent.futures import ThreadPoolExecutor
-
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=8) as pool:
         reasons = list(pool.map(quick_check, paths))

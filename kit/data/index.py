@@ -16,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
+from kit.data import images
+from kit.data.images import quick_check
 from kit.fileio import write_csv
 
 INDEX_FILE = Path("cache") / "index.csv"
@@ -26,10 +29,6 @@ THREADS = 8  # header reads wait on the disk more than on the CPU
 
 def inspect_file(path: str) -> dict:
     """Header facts and the decode check (kit.data.images.quick_check) of one file."""
-    from PIL import Image
-
-    from kit.data.images import quick_check
-
     row = {"width": 0, "height": 0, "format": "", "bad": quick_check(path) or ""}
     try:
         with Image.open(path) as image:
@@ -99,8 +98,6 @@ def index_files(root: Path | None, paths) -> pd.DataFrame:
 
 def bad_images(root: Path | None, paths) -> dict[str, str]:
     """{path: reason} for every file that cannot be decoded, in the order given."""
-    from kit.data import images
-
     frame = index_files(root, paths)
     # data.max_pixels may differ from when a row was stored: size verdicts are made now
     by_size = frame["bad"].str.contains("data.max_pixels", regex=False)

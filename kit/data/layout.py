@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from kit.choices import Layout, choices
 from kit.competition import Competition
-from kit.config import Layout, choices
-from kit.data.images import find_bad_images
+from kit.data.images import find_bad_images, set_max_pixels
 from kit.errors import ConfigError, DataError, examples
+from kit.fileio import count_header_fields
 from kit.task import Task, create_task
 
 LAYOUTS = choices(Layout)
@@ -56,8 +57,6 @@ def read_csv_table(
 ) -> pd.DataFrame:
     """pd.read_csv of a competition table; an empty, binary or malformed file is a DataError
     naming it (and a header-only one too: a table kit reads must have rows)."""
-    from kit.fileio import count_header_fields
-
     try:
         fields = count_header_fields(path)
     except OSError as error:
@@ -85,8 +84,6 @@ def read_csv_table(
 
 def read_train_items(competition: Competition) -> pd.DataFrame:
     """id, path, target (+ group, + bbox columns) for every training image."""
-    from kit.data.images import set_max_pixels
-
     data = competition.config.data
     set_max_pixels(data.max_pixels)
     if data.layout not in LAYOUTS:
@@ -288,8 +285,6 @@ def _relative(path: Path, folder: Path) -> str:
 
 def read_test_items(competition: Competition) -> pd.DataFrame:
     """id, path for every test image, in sample_submission's order."""
-    from kit.data.images import set_max_pixels
-
     data, submission = competition.config.data, competition.config.submission
     set_max_pixels(data.max_pixels)
     sample_csv = competition.path(data.sample_submission)

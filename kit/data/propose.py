@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from kit.errors import DataError
+from kit.platforms.archive import safe_extract
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 SAMPLE_ROWS = 2000  # rows of a CSV read to match ids and judge columns
@@ -38,8 +39,6 @@ class Proposal:
 
 def bring_data(source: Path, data_dir: Path, *, link: bool = False) -> None:
     """Copy source (a folder, or a .zip) into data_dir; link=True makes data_dir a symlink."""
-    from kit.platforms.archive import safe_extract
-
     source = Path(source).resolve()
     if not source.exists():
         raise DataError(f"--data {source}: not found; give the folder or .zip with the data")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import os
 import warnings
 from typing import Any
+
+import albumentations as A
 
 from kit.errors import ConfigError
 
@@ -68,14 +69,6 @@ class SlowPipelineWarning(UserWarning):
     """A configured pipeline runs per-pixel ops at full resolution before shrinking the image."""
 
 
-def import_albumentations():
-    # albumentations asks PyPI for a newer release on import unless told not to; kit is offline
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    import albumentations
-
-    return albumentations
-
-
 def slow_order(specs: list[dict[str, Any]], where: str = "augment") -> str | None:
     """A warning when heavy ops come before the pipeline's first downscale, else None."""
     names = [spec.get("name", "") for spec in specs]
@@ -114,7 +107,6 @@ def transform_classes() -> dict[str, type]:
     """{name: class} of the albumentations transforms kit.toml may name: public classes that
     subclass BasicTransform, not containers (Compose...), CODE_TRANSFORMS or BASES. A name is looked
     up here, never with getattr, so `__class__` or a module attribute cannot be reached."""
-    A = import_albumentations()
     found = {}
     for name in dir(A):
         value = getattr(A, name)
@@ -160,7 +152,6 @@ def build_steps(specs: list[dict[str, Any]], where: str) -> list:
 
 def create_transform(specs: list[dict[str, Any]], image_size: int, where: str = "augment"):
     """uint8 HxWxC -> image_size x image_size: resize first, then the configured transforms."""
-    A = import_albumentations()
     steps = build_steps(specs, where)
     if any(spec.get("name") in SIZING for spec in specs):
         message = slow_order(specs, where)
@@ -177,4 +168,4 @@ def create_preprocess(specs: list[dict[str, Any]], where: str = "data.preprocess
     message = slow_order(specs, where)
     if message:
         warnings.warn(message, SlowPipelineWarning, stacklevel=2)
-    return import_albumentations().Compose(build_steps(specs, where))
+    return A.Compose(build_steps(specs, where))

@@ -23,11 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit.competition import Competition
+from kit.data.download import download
+from kit.data.layout import competition_task, read_train_items
 from kit.errors import DataError, KitError
 from kit.fileio import atomic_open, write_csv, write_text
 from kit.host import auth, scoring
 from kit.host.store import CONFIG_NAME, Store, database_url, now_iso
 from kit.metrics import get_metric
+from kit.platforms.local import leaderboard_path
+from kit.scaffold import new_competition
 
 STATES = ("open", "frozen", "revealed")
 BUNDLE_NAME = "data.zip"  # in HOSTDIR/public: the participant's data/ folder, no answer key
@@ -103,9 +108,6 @@ def init_host(
     the folder in $KIT_HOME/leaderboard.sqlite; split assigns Public/Private afresh, seeded and
     stratified by label.
     """
-    from kit.competition import Competition
-    from kit.data.layout import competition_task, read_train_items
-
     hostdir = Path(hostdir)
     start, end = utc_time(start, "--start"), utc_time(end, "--end")
     competition = Competition.load(source)
@@ -197,8 +199,6 @@ def _answer_key(competition, solution: Path | None, *, split: bool, seed: int) -
 
 
 def _registered_key(name: str) -> pd.DataFrame:
-    from kit.platforms.local import leaderboard_path
-
     path = leaderboard_path()
     if not path.exists():
         raise DataError(
@@ -574,9 +574,6 @@ DEMO_TEAMS = ("team-a", "team-b", "team-c")
 def make_demo(folder: Path, *, limit: int | None = None) -> dict:
     """The digits competition hosted under folder with three teams and a baseline (fresh tokens
     on every call; an existing demo is reused)."""
-    from kit.competition import Competition, new_competition
-    from kit.data.download import download
-
     folder = Path(folder)
     root = folder / "competitions" / "digits"
     competition = (

@@ -116,22 +116,32 @@ def fit_decision(task, metric, targets: np.ndarray, predictions: np.ndarray) -> 
     return fit[task.decision](task, targets.astype(int), values, score, sign)
 
 
-def _fit_offsets(task, y, probs, score, sign) -> Decision:
-    logp = task.to_log_space(probs)
-    offsets = np.zeros(probs.shape[1])
-    best = sign * score(y, (logp + offsets).argmax(1))
-    order = OFFSETS[np.argsort(np.abs(OFFSETS), kind="stable")]  # small offsets win ties
+def _coordinate_ascent(start: np.ndarray, candidates, objective) -> np.ndarray:
+    """Up to PASSES passes: position j tries each of candidates(j, current) in turn; a value
+    that raises objective by more than 1e-12 is kept at once (ties keep the earlier value)."""
+    values, best = start, objective(start)
     for _ in range(PASSES):
         changed = False
-        for j in range(len(offsets)):
-            for d in order:
-                trial = offsets.copy()
-                trial[j] = d
-                s = sign * score(y, (logp + trial).argmax(1))
+        for j in range(len(values)):
+            for candidate in candidates(j, values):
+                trial = values.copy()
+                trial[j] = candidate
+                s = objective(trial)
                 if s > best + 1e-12:
-                    best, offsets, changed = s, trial, True
+                    best, values, changed = s, trial, True
         if not changed:
             break
+    return values
+
+
+def _fit_offsets(task, y, probs, score, sign) -> Decision:
+    logp = task.to_log_space(probs)
+    order = OFFSETS[np.argsort(np.abs(OFFSETS), kind="stable")]  # small offsets win ties
+    offsets = _coordinate_ascent(
+        np.zeros(probs.shape[1]),
+        lambda j, current: order,
+        lambda trial: sign * score(y, (logp + trial).argmax(1)),
+    )
     return Decision("offsets", offsets.tolist())
 
 
@@ -141,43 +151,28 @@ def _fit_cutpoints(task, y, v, score, sign) -> Decision:
     cuts = _midpoints(task)
     if not len(cuts):
         return Decision("none")
-
-    def decide(c):
-        return grades[np.searchsorted(c, v)].astype(int)
-
-    best = sign * score(y, decide(cuts))
     step = float(np.min(np.diff(grades)))
-    for _ in range(PASSES):
-        changed = False
-        for i in range(len(cuts)):
-            low = cuts[i - 1] if i > 0 else grades[0] - step
-            high = cuts[i + 1] if i + 1 < len(cuts) else grades[-1] + step
-            for c in np.linspace(low, high, 42)[1:-1]:  # strictly between the neighbours
-                trial = cuts.copy()
-                trial[i] = c
-                s = sign * score(y, decide(trial))
-                if s > best + 1e-12:
-                    best, cuts, changed = s, trial, True
-        if not changed:
-            break
+
+    def between_neighbours(i: int, current: np.ndarray) -> np.ndarray:
+        low = current[i - 1] if i > 0 else grades[0] - step
+        high = current[i + 1] if i + 1 < len(current) else grades[-1] + step
+        return np.linspace(low, high, 42)[1:-1]  # strictly between the neighbours
+
+    cuts = _coordinate_ascent(
+        cuts,
+        between_neighbours,
+        lambda trial: sign * score(y, grades[np.searchsorted(trial, v)].astype(int)),
+    )
     return Decision("cutpoints", cuts.tolist())
 
 
 def _fit_thresholds(task, y, probs, score, sign) -> Decision:
-    thresholds = np.full(probs.shape[1], 0.5)
-    best = sign * score(y, (probs >= thresholds).astype(int))
     order = THRESHOLDS[np.argsort(np.abs(THRESHOLDS - 0.5), kind="stable")]
-    for _ in range(PASSES):
-        changed = False
-        for j in range(len(thresholds)):
-            for t in order:
-                trial = thresholds.copy()
-                trial[j] = t
-                s = sign * score(y, (probs >= trial).astype(int))
-                if s > best + 1e-12:
-                    best, thresholds, changed = s, trial, True
-        if not changed:
-            break
+    thresholds = _coordinate_ascent(
+        np.full(probs.shape[1], 0.5),
+        lambda j, current: order,
+        lambda trial: sign * score(y, (probs >= trial).astype(int)),
+    )
     return Decision("thresholds", thresholds.tolist())
 
 

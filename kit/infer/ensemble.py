@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit.choices import BlendMethod, choices
 from kit.competition import Competition
-from kit.config import BlendMethod, check_choice, choices
+from kit.config import check_choice
+from kit.data.folds import training_table
 from kit.errors import ConfigError, KitError, examples
 from kit.fileio import write_csv, write_json, write_text
 from kit.infer.decision import Decision, fit_decision
 from kit.infer.merge import merge
-from kit.metrics import best_improvement
+from kit.metrics import best_improvement, get_metric
 from kit.results import BlendCard
 from kit.run import OOF_NAME, check_prediction_ids, read_predictions
 from kit.submission import write_submission
@@ -145,9 +147,6 @@ def ensemble_runs(
     """Blend the runs' test.csv into submissions/<name>.csv; report the blend's OOF CV (nested
     when anything was fitted) and write the blend card to blends/<name>/. Unfinished runs are
     refused unless finished_only."""
-    from kit.data.folds import training_table
-    from kit.metrics import get_metric
-
     blend_dir = competition.blend_dir(name)
 
     settings = competition.config.ensemble

@@ -9,18 +9,47 @@ logits. The OOF score of every view is reported, and `auto` keeps only the views
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
+import torch
+from torch.utils.data import DataLoader
 
+from kit.choices import FoldMerge, ViewMerge
 from kit.competition import Competition
-from kit.config import FoldMerge, ViewMerge, check_choice
+from kit.config import check_choice
+from kit.data.bench import resolve_workers
+from kit.data.cache import create_image_source
+from kit.data.dataset import ImageDataset
+from kit.data.folds import training_table
+from kit.data.layout import read_test_items
+from kit.data.transforms import create_transform
+from kit.device import (
+    DevicePrefetcher,
+    PassBudget,
+    autocast,
+    intra_op_threads,
+    normalise,
+    pick_device,
+    run_in_passes,
+    set_threads,
+    to_unit_float,
+    worker_init,
+)
 from kit.errors import KitError
 from kit.fileio import write_csv
 from kit.infer.merge import merge as merge_tables
-from kit.metrics import best_improvement
+from kit.infer.tta import expand_views, parse_view
+from kit.infer.views import check_view_names
+from kit.metrics import best_improvement, get_metric
+from kit.report import write_run_report
 from kit.results import PredictResult
 from kit.run import Fold
+from kit.train.checkpoint import load_weights
+from kit.train.cv import score_oof
+from kit.train.model import create_model, input_stats
+from kit.workbench.track import track_scores
 
 
 def _forward(model, x, views, mean, std, device, amp, task, budget=None):
@@ -30,10 +59,6 @@ def _forward(model, x, views, mean, std, device, amp, task, budget=None):
     passes sized by budget (kit.device.PassBudget: cache-sized on a CPU, memory-sized on an
     accelerator, halved on out-of-memory); a pass may hold several views, or part of one.
     """
-    import torch
-
-    from kit.device import PassBudget, autocast, normalise, run_in_passes
-
     budget = budget or PassBudget(device)
     x = normalise(x, mean, std)  # views move pixels only, so normalising first is the same
     n = len(x)
@@ -130,31 +155,6 @@ def predict_run(
     The model, image size and transforms come from the run's config.toml (predict as the run was
     trained); the [predict] settings come from the competition's kit.toml (and --set). A run with
     unfinished folds is refused unless finished_only, which predicts with its finished folds."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from kit.data.bench import resolve_workers
-    from kit.data.cache import create_image_source
-    from kit.data.dataset import ImageDataset
-    from kit.data.folds import training_table
-    from kit.data.layout import read_test_items
-    from kit.data.transforms import create_transform
-    from kit.device import (
-        DevicePrefetcher,
-        PassBudget,
-        intra_op_threads,
-        pick_device,
-        set_threads,
-        to_unit_float,
-        worker_init,
-    )
-    from kit.infer.tta import expand_views, parse_view
-    from kit.infer.views import check_view_names
-    from kit.metrics import get_metric
-    from kit.train.checkpoint import load_weights
-    from kit.train.cv import score_oof
-    from kit.train.model import create_model, input_stats
-
     settings = competition.config.predict
     auto = settings.auto if auto is None else auto
     merge = merge or settings.merge
@@ -268,17 +268,12 @@ def predict_run(
         cv_by_view=view_scores,
     )
     _refresh_report(competition, run)  # report.html gains the TTA section
-    from kit.workbench.track import track_scores
 
     track_scores(competition, run, {"cv/tta": metrics["cv_tta"]})  # TensorBoard, MLflow
     return PredictResult.from_metrics(run, opened.test_path, metrics)
 
 
 def _refresh_report(competition: Competition, run: str) -> None:
-    import warnings
-
-    from kit.report import write_run_report
-
     try:
         write_run_report(competition, run)
     except Exception as error:  # a plotting failure must not fail a finished prediction

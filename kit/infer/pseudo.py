@@ -10,10 +10,16 @@ pseudo/<name>/stage1.json records which stage-1 runs made them, so a stage-2 run
 
 from __future__ import annotations
 
+import json
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
+from kit.data.folds import training_table
+from kit.data.layout import read_test_items
 from kit.errors import ConfigError, KitError
 from kit.fileio import write_csv, write_json
 from kit.run import check_prediction_ids, read_predictions
@@ -28,10 +34,6 @@ def make_pseudo_labels(
     soft: bool = True,
 ) -> dict:
     """Write pseudo/<name>/labels.csv and stage1.json; return the counts and paths."""
-
-    from kit.data.folds import training_table
-    from kit.data.layout import read_test_items
-
     out_dir = competition.pseudo_set_dir(name)
     if not 0 < threshold <= 1:
         raise KitError(f"--threshold {threshold}: give a probability in (0, 1], e.g. 0.9")
@@ -113,8 +115,6 @@ CONFIDENCE_QUANTILES = (0.1, 0.5, 0.9, 0.99)  # of the test images' top probabil
 
 
 def _relative(competition: Competition, path: str) -> str:
-    from pathlib import Path
-
     resolved = Path(path).resolve()
     try:
         return resolved.relative_to(competition.root).as_posix()
@@ -125,8 +125,6 @@ def _relative(competition: Competition, path: str) -> str:
 def read_pseudo_labels(competition: Competition, name: str, task) -> dict:
     """A stage-2 run's extra training data from pseudo/<name>/: test rows with their targets
     (soft rows, or one-hot rows of hard labels), training images' OOF soft labels, stage1.json."""
-    import json
-
     out_dir = competition.pseudo_set_dir(name, "train.pseudo")
     labels_csv, stage1_json = out_dir / "labels.csv", out_dir / "stage1.json"
     if not labels_csv.exists() or not stage1_json.exists():
@@ -142,8 +140,6 @@ def read_pseudo_labels(competition: Competition, name: str, task) -> dict:
     test = rows[rows["source"] == "test"].reset_index(drop=True)
     test["path"] = [str(competition.root / path) for path in test["path"]]  # absolute stays
     if test.empty:
-        import warnings
-
         warnings.warn(
             f"train.pseudo = {name!r}: {labels_csv} holds 0 pseudo-labelled test images, so stage "
             "2 adds none; make the set again with a lower `kit pseudo --threshold`",

@@ -11,15 +11,23 @@ submission first, recording it with its runs — lives here, once.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import importlib
+import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from kit.choices import PlatformName, choices
 from kit.competition import Competition
-from kit.config import PlatformName, choices
 from kit.errors import ConfigError, KitError
+from kit.fileio import append_jsonl
+from kit.ledger import record_submission as record_in_ledger
 from kit.results import SubmitResult
+from kit.run import known_runs
+from kit.submission import check_submission
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,8 +100,6 @@ def submit(
         record_submission(competition, result, message=message, runs=runs, kernel=kernel)
         return SubmitResult.from_platform(result)
 
-    from kit.submission import check_submission
-
     if file is None:
         raise ConfigError("name the submission file to submit, or --kernel OWNER/SLUG")
     file = Path(file)
@@ -101,8 +107,6 @@ def submit(
     runs = runs if runs is not None else _runs_behind(competition, file)
 
     def record(result: dict) -> None:
-        import sqlite3
-
         try:
             record_submission(competition, result, message=message, runs=runs, file=file)
         except (OSError, sqlite3.Error) as error:
@@ -122,22 +126,21 @@ def submit(
 
 def _runs_behind(competition: Competition, file: Path) -> list[str]:
     """The runs a submission came from, as far as kit can tell: submissions/<run>.csv."""
-    from kit.run import known_runs
-
     return [file.stem] if file.stem in known_runs(competition) else []
 
 
 def _runs_behind_kernel(competition: Competition, kernel: str) -> list[str]:
     """The run a kernel packages, from kernels/<slug>/dataset/kit-kernel.json when built here."""
-    import json
-
-    from kit.kernel import MARKER
-
-    marker = competition.kernels_dir / kernel.split("/")[-1] / "dataset" / MARKER
+    marker = competition.kernel_marker(kernel.split("/")[-1])
     try:
         return [json.loads(marker.read_text())["run"]]
     except (OSError, ValueError, KeyError):
         return []
+
+
+def downloaded(source: str, data_dir: Path, files: list) -> dict:
+    """What a platform's download returns: where from, where to, how many files (none: current)."""
+    return {"source": source, "data_dir": str(data_dir), "files": len(files), "skipped": not files}
 
 
 HISTORY_NAME = "history.jsonl"  # in submissions/: one JSON line per accepted submission
@@ -155,12 +158,6 @@ def record_submission(
     """Record an accepted submission: a row per run in the run ledger (runs/ledger.sqlite,
     kit/ledger.py), and the whole of it in submissions/history.jsonl (ref, message, file hash,
     kernel, status), which also keeps submissions no run is known for."""
-    import datetime as dt
-    import hashlib
-
-    from kit.fileio import append_jsonl
-    from kit.ledger import record_submission as record_in_ledger
-
     platform = competition.config.competition.platform
     score = result.get("public_score")
     entry = {

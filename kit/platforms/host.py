@@ -17,8 +17,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pandas as pd
+
 from kit.errors import ConfigError, KitError, LimitError, SubmissionError
 from kit.fileio import atomic_open, kit_home, write_json
+from kit.platforms import downloaded
+from kit.platforms.archive import safe_extract
 
 TOKENS_NAME = "host-tokens.json"  # in KIT_HOME, mode 0600: {server URL: token}
 STAMP_NAME = ".kit-host.json"  # in data/: the bundle that was extracted there (skip if current)
@@ -143,8 +147,6 @@ class HostClient:
 
     def download(self, dest: Path, *, force: bool = False) -> list[Path]:
         """Fetch the data bundle into dest (safely extracted); [] when dest already holds it."""
-        from kit.platforms.archive import safe_extract
-
         dest = Path(dest)
         bundle = next((f for f in self.list_files() if f["name"].endswith(".zip")), None)
         if bundle is None:
@@ -218,13 +220,7 @@ class HostPlatform:
         # the participant bundle; the server never serves the answer key
         dest = self.competition.data_dir
         files = self.client.download(dest, force=force)
-        url = self.competition.config.competition.host_url
-        return {
-            "source": f"host:{url}",
-            "data_dir": str(dest),
-            "files": len(files),
-            "skipped": not files,
-        }
+        return downloaded(f"host:{self.competition.config.competition.host_url}", dest, files)
 
     def list_files(self) -> list[dict]:
         return self.client.list_files()
@@ -238,12 +234,9 @@ class HostPlatform:
         raise ConfigError('--kernel submits a Kaggle notebook: set competition.platform = "kaggle"')
 
     def submissions(self):
-        import pandas as pd
-
         return pd.DataFrame(self.client.submissions())
 
     def leaderboard(self, *, private: bool, top: int):
-        import pandas as pd
 
         # private columns come only after the host's reveal, whatever the caller asks
         return pd.DataFrame(self.client.leaderboard_with_you())

@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from kit.fileio import write_json
+from kit.platforms import downloaded
 from kit.platforms.archive import safe_extract
 from kit.platforms.kaggle_client import (
     KaggleError,
@@ -292,15 +295,15 @@ def submit(
         request = ApiCreateSubmissionRequest()
         request.competition_name, request.blob_file_tokens = slug, started.token
         request.submission_description = message
-        # Not idempotent: a retry after a 5xx could create a second submission and use up
-        # another of the day's allowance.
-        created = call(
-            slug,
-            "submit to",
-            lambda: client.competitions.competition_api_client.create_submission(request),
-            idempotent=False,
-        )
+        created = _create(client, slug, "submit to", "create_submission", request)
         return _accepted(client, slug, created, message, wait, poll_seconds, timeout)
+
+
+def _create(client, slug: str, what: str, method: str, request):
+    """Create a submission (a file or a notebook) with one call, never retried: a retry after a
+    5xx could create a second submission and use up another of the day's allowance."""
+    service = client.competitions.competition_api_client
+    return call(slug, what, lambda: getattr(service, method)(request), idempotent=False)
 
 
 def _accepted(
@@ -427,12 +430,7 @@ def submit_code(
         if version is not None:
             request.kernel_version = int(version)
         request.submission_description = message
-        created = call(
-            slug,
-            "submit a notebook to",
-            lambda: client.competitions.competition_api_client.create_code_submission(request),
-            idempotent=False,
-        )
+        created = _create(client, slug, "submit a notebook to", "create_code_submission", request)
         if not created.ref:
             raise KaggleError(
                 f"Kaggle did not accept notebook {kernel} (version {version or 'latest'}) for "
@@ -473,12 +471,7 @@ class KagglePlatform:
     def download(self, *, force: bool, limit: int | None, progress: bool, replace_key: bool):
         dest = self.competition.data_dir
         files = download(self.slug, dest, force=force, progress=progress)
-        return {
-            "source": f"kaggle:{self.slug}",
-            "data_dir": str(dest),
-            "files": len(files),
-            "skipped": not files,
-        }
+        return downloaded(f"kaggle:{self.slug}", dest, files)
 
     def list_files(self) -> list[dict]:
         return list_files(self.slug)
@@ -492,11 +485,7 @@ class KagglePlatform:
         return submit_code(self.slug, kernel, version, message, output_file=output, wait=wait)
 
     def submissions(self):
-        import pandas as pd
-
         return pd.DataFrame(submissions(self.slug))
 
     def leaderboard(self, *, private: bool, top: int):
-        import pandas as pd
-
         return pd.DataFrame(leaderboard(self.slug, top=top))

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import requests
+import urllib3
+
 from kit.errors import KitError
 
 # Seconds to wait before each retry of a call that got HTTP 429/5xx or lost its connection.
@@ -146,9 +149,6 @@ def maybe_done(slug: str, action: str, what: str) -> KaggleError:
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
-    import requests
-    import urllib3
-
     return (
         requests.ConnectionError,
         requests.Timeout,
@@ -196,8 +196,6 @@ def retrying(
 
 def http_status(error: BaseException) -> int:
     """The HTTP status of a requests.HTTPError, else 0."""
-    import requests
-
     return (_status(error) or 0) if isinstance(error, requests.HTTPError) else 0
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import requests
+
 from kit.platforms.kaggle_client import KaggleError, api, call, failure, http_status
 
 T = TypeVar("T")
@@ -37,8 +39,6 @@ def _metadata_id(path: Path) -> str:
 
 def dataset_exists(ref: str) -> bool:
     """True when the dataset "OWNER/SLUG" exists on Kaggle (and you may see it)."""
-    import requests
-
     kaggle_api = api(ref)
     try:
         with contextlib.redirect_stdout(io.StringIO()):

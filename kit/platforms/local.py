@@ -11,6 +11,7 @@ import datetime as dt
 import getpass
 import hashlib
 import io
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit.competition import Competition
+from kit.data.examples import EXAMPLES, build_digits
 from kit.errors import ConfigError, KitError, LimitError
 from kit.fileio import kit_home, private_dir
 from kit.metrics import get_metric
@@ -351,8 +354,6 @@ class LocalPlatform:
         self.competition = competition
 
     def download(self, *, force: bool, limit: int | None, progress: bool, replace_key: bool):
-        from kit.data.download import build_example
-
         source = self.competition.config.competition.source
         if not source.startswith("example:"):
             raise ConfigError(
@@ -389,3 +390,46 @@ class LocalPlatform:
     def leaderboard(self, *, private: bool, top: int) -> pd.DataFrame:
         with LocalLeaderboard() as board:
             return board.leaderboard(self.competition.name, private=private)
+
+
+def build_example(
+    competition: Competition,
+    example: str,
+    *,
+    force: bool,
+    limit: int | None,
+    replace_key: bool = False,
+) -> dict:
+    """Build the bundled example under data/ and register its hidden answer key here."""
+    if example not in EXAMPLES:
+        raise ConfigError(f"competition.source example {example!r} is unknown: use example:digits")
+    with LocalLeaderboard() as board:
+        manifest = competition.data_dir / "DATA.json"
+        same_limit = manifest.exists() and json.loads(manifest.read_text()).get("limit") == limit
+        current = same_limit and board.has(competition.name)
+        if current and not force:
+            return {
+                "source": f"example:{example}",
+                "data_dir": str(competition.data_dir),
+                "skipped": True,
+            }
+        config = competition.config
+        key = {
+            "metric": config.metric.name,
+            "daily_limit": config.competition.daily_limit,
+            "id_column": config.submission.id_column,
+            "target_column": config.submission.target_column,
+            "root": competition.root,
+        }
+        if not replace_key:  # refuse before the data is rebuilt, not after
+            board.check_registration(
+                competition.name, answers_change=manifest.exists() and not same_limit, **key
+            )
+        answers = build_digits(competition.data_dir, limit=limit)
+        board.register(competition.name, answers, replace=replace_key, **key)
+    return {
+        "source": f"example:{example}",
+        "data_dir": str(competition.data_dir),
+        "answer_key": str(board.path),
+        "skipped": False,
+    }

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from kit.cluster import create_runner
 from kit.competition import Competition
 from kit.config import dump_toml
-from kit.data.folds import folds_hash, training_table
+from kit.data.bench import resolve_workers
+from kit.data.cache import create_image_source
+from kit.data.folds import bad_training_images, folds_hash, training_table
+from kit.device import intra_op_threads
 from kit.errors import ConfigError, Interrupted, KitError
-from kit.fileio import append_jsonl, write_csv, write_json, write_text
+from kit.fileio import append_jsonl, write_csv, write_text
+from kit.ledger import record_run
 from kit.metrics import get_metric
+from kit.progress import RunProgress, echo
+from kit.report import write_run_report
 from kit.results import TrainResult
 from kit.run import Fold, Run
 from kit.task import Task
+from kit.train import ddp
+from kit.train.fold import FoldJob, pseudo_labels, train_one_fold
+from kit.train.model import create_model
+from kit.train.recipe import check_components
+from kit.workbench.track import open_tracker
 
 
 def default_run_name(competition: Competition) -> str:
@@ -109,13 +124,9 @@ def train_run(
     echo(line): what the user must know (images skipped), and with progress the schedulers'
     progress lines; None prints nothing.
     """
-    from kit.train import ddp
-
     if resume and not run:
         raise KitError("--resume needs the run's name: kit train --resume RUN")
     if competition.config.data.skip_bad and echo is not None and not ddp.inside_rank():
-        from kit.data.folds import bad_training_images
-
         bad = bad_training_images(competition)
         shown = f": {', '.join(bad)}" if 0 < len(bad) <= 3 else ""
         echo(f"skipping {len(bad)} undecodable image(s){shown}")
@@ -129,43 +140,29 @@ def train_run(
         return ddp.launch_run(
             competition, name, nproc=nproc, folds=folds, resume=resume, progress=progress
         )
+    scheduler = contextlib.nullcontext(runner)  # a runner the caller built, or none
     if runner is None and (parallel or cluster):
-        from kit.cluster import create_runner
-
         shown = echo if progress else None
-        with create_runner(competition, parallel=parallel, cluster=cluster, echo=shown) as r:
-            return _train_run(
-                competition,
-                run,
-                folds=folds,
-                progress=progress,
-                resume=resume,
-                on_fold=on_fold,
-                runner=r,
-            )
-    return _train_run(
-        competition,
-        run,
-        folds=folds,
-        progress=progress,
-        resume=resume,
-        on_fold=on_fold,
-        runner=runner,
-    )
+        scheduler = create_runner(competition, parallel=parallel, cluster=cluster, echo=shown)
+    with scheduler as chosen:
+        return _train_run(
+            competition,
+            run,
+            folds=folds,
+            progress=progress,
+            resume=resume,
+            on_fold=on_fold,
+            runner=chosen,
+        )
 
 
 def _train_run(competition, run, *, folds, progress, resume, on_fold, runner) -> TrainResult:
     """train_run in this process (one torchrun rank, or the only process)."""
-    import torch
-
-    from kit.train import ddp
-    from kit.train.recipe import check_components
-
     config = competition.config
     table, task = training_table(competition)
     get_metric(config.metric.name, task.kind)  # a metric that cannot score the task fails now
     check_components(config)  # model name and pipelines, before anything is written
-    pseudo = _pseudo_labels(competition, task)
+    pseudo = pseudo_labels(competition, task)
     all_folds = sorted(table["fold"].unique().tolist())
     chosen = all_folds if folds is None else sorted(set(folds))
     unknown = sorted(set(chosen) - set(all_folds))
@@ -214,26 +211,10 @@ def _train_run(competition, run, *, folds, progress, resume, on_fold, runner) ->
     ddp.barrier()
     tracker = None
     if main:  # TensorBoard event files always, MLflow when [track] mlflow is set
-        from kit.workbench.track import open_tracker
-
         tracker = open_tracker(competition, run_dir, new=not resume)
+    job = FoldJob(competition, run_dir, table, task, device, log_path, pseudo, progress, resume)
     try:
-        _train_folds(
-            competition,
-            run,
-            run_dir,
-            table,
-            task,
-            chosen,
-            device,
-            log_path,
-            pseudo=pseudo,
-            progress=progress,
-            resume=resume,
-            tracker=tracker,
-            on_fold=on_fold,
-            runner=runner,
-        )
+        _train_folds(job, run, chosen, tracker=tracker, on_fold=on_fold, runner=runner)
     except KeyboardInterrupt:
         raise Interrupted(
             f"training of run '{run}' interrupted: continue it with "
@@ -251,11 +232,6 @@ def _train_run(competition, run, *, folds, progress, resume, on_fold, runner) ->
 
 def _say_machine_fit(competition, device) -> None:
     """One line on how the run uses this machine: loader workers and torch threads per rank."""
-    from kit.data.bench import resolve_workers
-    from kit.device import intra_op_threads
-    from kit.progress import echo
-    from kit.train import ddp
-
     t, world = competition.config.train, ddp.rank_and_world()[1]
     workers, why = resolve_workers(competition.config, competition.root, device, world)
     threads = intra_op_threads(workers, world, t.threads, load_aware=not t.deterministic)
@@ -265,30 +241,12 @@ def _say_machine_fit(competition, device) -> None:
     )
 
 
-def _train_folds(
-    competition,
-    run,
-    run_dir,
-    table,
-    task,
-    chosen,
-    device,
-    log_path,
-    *,
-    pseudo,
-    progress,
-    resume,
-    tracker=None,
-    on_fold=None,
-    runner=None,
-) -> None:
+def _train_folds(job: FoldJob, run: str, chosen, *, tracker, on_fold, runner) -> None:
     """Train the chosen folds of run_dir, then assemble its OOF, metrics, ledger row and report."""
-    from kit.progress import RunProgress
-    from kit.train import ddp
-
+    competition, run_dir, progress = job.competition, job.run_dir, job.progress
     config = competition.config
     main = ddp.is_main()
-    todo = [k for k in chosen if not (resume and Fold(run_dir, k).finished)]
+    todo = [k for k in chosen if not (job.resume and Fold(run_dir, k).finished)]
     if runner is not None:  # kit.cluster: each fold is train_one_fold in a child or a Ray task
         for summary in runner(competition, run_dir, todo):  # as the folds finish
             if tracker is not None:
@@ -298,22 +256,9 @@ def _train_folds(
         todo = []
     run_progress = RunProgress(run, todo, config.train.epochs, enabled=progress and main)
     if progress and main and todo:
-        _say_machine_fit(competition, device)
+        _say_machine_fit(competition, job.device)
     for fold in todo:
-        summary = train_one_fold(
-            competition,
-            run_dir,
-            table,
-            task,
-            fold,
-            device,
-            log_path,
-            pseudo=pseudo,
-            progress=progress,
-            resume=resume,
-            run_progress=run_progress,
-            tracker=tracker,
-        )
+        summary = train_one_fold(job, fold, run_progress=run_progress, tracker=tracker)
         if main:
             if tracker is not None:
                 tracker.fold(summary)
@@ -322,9 +267,9 @@ def _train_folds(
         ddp.barrier()
 
     if main:
-        metrics = assemble_run(competition, run_dir, table, task)
+        metrics = assemble_run(competition, run_dir, job.table, job.task)
         append_jsonl(
-            log_path, {"event": "end", "cv": metrics["cv"], "complete": metrics["complete"]}
+            job.log_path, {"event": "end", "cv": metrics["cv"], "complete": metrics["complete"]}
         )
         finish_run(competition, run_dir)
         if tracker is not None:
@@ -334,85 +279,9 @@ def _train_folds(
     ddp.barrier()
 
 
-def train_one_fold(
-    competition,
-    run_dir,
-    table,
-    task,
-    fold,
-    device,
-    log_path,
-    *,
-    pseudo,
-    progress,
-    resume,
-    run_progress=None,
-    tracker=None,
-) -> dict | None:
-    """Train one fold into run_dir/fold<k>/ (oof.csv, result.json); rank 0 returns its summary.
-
-    The one body a fold runs through, here or in a kit.cluster child process or Ray task.
-    """
-    import torch
-
-    from kit.train import ddp
-    from kit.train.loop import train_fold
-
-    config = competition.config
-    fold_files = Fold(run_dir, fold)
-    fold_dir = fold_files.dir
-    valid = table["fold"] == fold
-    train_items, train_targets = table[~valid].reset_index(drop=True), None
-    if pseudo:
-        from kit.infer.pseudo import stage2_targets
-
-        weight = config.train.pseudo_weight
-        train_items, train_targets = stage2_targets(task, train_items, pseudo, weight)
-    result = train_fold(
-        config,
-        fold,
-        train_items,
-        table[valid].reset_index(drop=True),
-        task,
-        fold_dir,
-        device,
-        root=competition.root,
-        log_path=log_path,
-        progress=progress,
-        resume=resume,
-        train_targets=train_targets,
-        run_progress=run_progress,
-        on_epoch=tracker.epoch if tracker else None,
-    )
-    if not ddp.is_main():
-        return None
-    frame = pd.DataFrame(result.probs, columns=task.columns)
-    frame.insert(0, "fold", fold)
-    frame.insert(0, "id", table.loc[valid, "id"].to_numpy())
-    write_csv(fold_files.oof_path, frame)
-    # threads: CPU float sums depend on them, so a run is reproducible only at the same count
-    summary = {
-        "fold": fold,
-        "score": result.score,
-        "epoch": result.epoch,
-        "seconds": round(result.seconds, 3),
-        "epochs_run": len(result.history),
-        "threads": torch.get_num_threads(),
-    }
-    write_json(fold_files.result_path, summary)  # written last: the fold is done
-    fold_files.last.unlink(missing_ok=True)  # resume skips the fold; best.pt stays
-    append_jsonl(log_path, {"event": "fold", **summary})
-    return summary
-
-
 def preflight(competition: Competition, table: pd.DataFrame, task: Task) -> None:
     """Build what training builds beyond check_components (image source, the model with its
     pretrained file, the optimiser) once, so that a late error fails before the run exists."""
-    import torch
-
-    from kit.data.cache import create_image_source
-    from kit.train.model import create_model
-
     config = competition.config
     t = config.train
     create_image_source(config, competition.root, table, cache=False)
@@ -421,25 +290,6 @@ def preflight(competition: Competition, table: pd.DataFrame, task: Task) -> None
         torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"train.lr / train.weight_decay: {error}") from None
-
-
-def _pseudo_labels(competition: Competition, task: Task) -> dict | None:
-    """train.pseudo's labels for a stage-2 run, or None; refuses what they cannot feed."""
-    t = competition.config.train
-    if not t.pseudo:
-        return None
-    if not task.single_label:
-        raise ConfigError(f"train.pseudo needs a multiclass or binary task, not {task.kind!r}")
-    if t.balance != "none" or competition.config.data.bbox_columns:
-        raise ConfigError(
-            'train.pseudo trains on soft targets and test images: set train.balance = "none" '
-            "and data.bbox_columns = [] for a stage-2 run"
-        )
-    if not 0 <= t.pseudo_weight <= 1:
-        raise ConfigError(f"train.pseudo_weight {t.pseudo_weight} must lie in [0, 1]")
-    from kit.infer.pseudo import read_pseudo_labels
-
-    return read_pseudo_labels(competition, t.pseudo, task)
 
 
 def assemble_run(competition: Competition, run_dir: Path, table: pd.DataFrame, task: Task) -> dict:
@@ -475,11 +325,6 @@ def assemble_run(competition: Competition, run_dir: Path, table: pd.DataFrame, t
 
 def finish_run(competition: Competition, run_dir: Path) -> None:
     """Record the run in the ledger and write its report (neither may lose the trained run)."""
-    import warnings
-
-    from kit.ledger import record_run
-    from kit.report import write_run_report
-
     record_run(competition, run_dir.name)
     try:
         write_run_report(competition, run_dir.name)

@@ -1,7 +1,7 @@
 """DDP through torchrun: the same code path on one process, one machine or many.
 
 `train_run(..., nproc=N)` (`kit train --nproc N`) starts `python -m torch.distributed.run` with N
-ranks of this module's entry point; each rank reads RANK / WORLD_SIZE from the environment, trains
+ranks of kit/train/rank.py; each rank reads RANK / WORLD_SIZE from the environment, trains
 on its shard of every batch and gathers validation predictions so the metric is computed over the
 whole fold. Rank 0 writes every file; each rank reports its result or error through a file.
 """
@@ -17,9 +17,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
+from kit.device import pick_device
 from kit.errors import KitError
 from kit.fileio import write_json
+from kit.results import TrainResult
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -32,11 +36,6 @@ def is_main() -> bool:
 
 def setup(device_name: str):
     """Join the process group when started by torchrun; return this rank's device."""
-    import torch
-    import torch.distributed as dist
-
-    from kit.device import pick_device
-
     device = pick_device(device_name)
     _, world = rank_and_world()
     if world > 1 and not dist.is_initialized():
@@ -48,17 +47,12 @@ def setup(device_name: str):
 
 
 def barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when flag is true on any (so all ranks stop together, never hang)."""
-    import torch
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return flag
     value = torch.tensor([1.0 if flag else 0.0])
@@ -68,8 +62,6 @@ def any_rank(flag: bool) -> bool:
 
 def gather_rows(rows: list[int], values: np.ndarray, n: int) -> np.ndarray:
     """Every rank's (rows, values) -> the whole (n, ...) table on every rank; padding rows repeat."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         out = np.empty((n, *values.shape[1:]), dtype=values.dtype)
         out[rows] = values
@@ -83,8 +75,6 @@ def gather_rows(rows: list[int], values: np.ndarray, n: int) -> np.ndarray:
 
 
 def cleanup() -> None:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -124,7 +114,7 @@ def launch_run(
             "--standalone",
             f"--nproc_per_node={nproc}",
             "-m",
-            "kit.train.ddp",
+            "kit.train.rank",
             str(spec_dir),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -139,8 +129,6 @@ def launch_run(
     if failed:
         raise KitError(failed[0]["error"])
     if process.returncode == 0 and 0 in reports:
-        from kit.results import TrainResult
-
         result = reports[0]["result"]
         return TrainResult.from_metrics(result.pop("run"), result.pop("run_dir"), result)
     # a rank that died without reporting (a signal, a C++ abort): show what it said
@@ -151,35 +139,3 @@ def launch_run(
     ]
     tail = " | ".join(said[:3] or process.stderr.strip().splitlines()[-3:])
     raise KitError(f"torchrun with --nproc {nproc} failed (exit {process.returncode}): {tail}")
-
-
-def _rank_main(spec_dir: Path) -> int:
-    """One torchrun rank: train_run as the launcher asked, then report to rank<k>.json."""
-    from kit.competition import Competition
-    from kit.config import config_from_dict
-    from kit.train.cv import train_run
-
-    rank = rank_and_world()[0]
-    report = spec_dir / f"{REPORT_PREFIX}{rank}.json"
-    spec = json.loads((spec_dir / "job.json").read_text())
-    try:
-        competition = Competition(Path(spec["root"]), config_from_dict(spec["config"]))
-        result = train_run(
-            competition,
-            spec["run"],
-            folds=spec["folds"],
-            resume=spec["resume"],
-            progress=spec["progress"] and rank == 0,
-        )
-    except KitError as error:
-        write_json(report, {"error": str(error)})
-        return error.exit_code
-    except BaseException as error:
-        write_json(report, {"error": f"rank {rank} failed: {type(error).__name__}: {error}"})
-        raise
-    write_json(report, {"result": result.to_dict() if rank == 0 else None})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_rank_main(Path(sys.argv[1])))

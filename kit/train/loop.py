@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from kit.config import Config
+from kit.data.bench import resolve_workers
 from kit.data.cache import create_image_source
 from kit.data.dataset import ImageDataset
 from kit.data.transforms import create_transform
@@ -35,6 +36,7 @@ from kit.device import (
 from kit.errors import ConfigError, KitError
 from kit.fileio import append_jsonl
 from kit.metrics import get_metric
+from kit.progress import Bar, echo
 from kit.run import BEST_NAME, LAST_NAME
 from kit.task import Task
 from kit.train import ddp
@@ -125,8 +127,6 @@ def create_loaders(
     world: int,
 ) -> Loaders:
     """The fold's DataLoaders, with workers and torch threads fitted to this machine."""
-    from kit.data.bench import resolve_workers
-
     t = config.train
     rank_batch = t.batch_size // world  # train.batch_size is the global batch of one step
     train_set = SeededItems(
@@ -446,8 +446,6 @@ def fold_result(state: dict, fold: int, metric_name: str, started: float) -> Fol
 
 
 def print_epoch(fold: int, epochs: int, event: dict, metric_name: str, improved: bool) -> None:
-    from kit.progress import echo
-
     mark = " *" if improved else ""
     echo(
         f"fold {fold} epoch {event['epoch']:>3}/{epochs}  loss {event['loss']:.4f}  "
@@ -480,8 +478,6 @@ def train_fold(
     on_step(optimizer, loss): called after each optimiser step (the lr finder sets the next lr).
     run_progress: a kit.progress.RunProgress that prints the run-level line after each epoch.
     """
-    from kit.progress import Bar
-
     started = time.time()
     t = config.train
     metric = get_metric(config.metric.name, task.kind)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
+
+import timm
+from timm.models import load_state_dict
 
 from kit.config import ModelSection
 from kit.errors import ConfigError
@@ -14,8 +16,6 @@ HUB_PREFIXES = ("hf-hub:", "hf_hub:", "timm/")
 
 def check_model_name(name: str) -> None:
     """A timm architecture name, never a hub reference; a ConfigError with the closest names."""
-    import timm
-
     if name.startswith(HUB_PREFIXES):
         raise ConfigError(
             f"model.name {name!r} would download from a hub: use a timm architecture "
@@ -29,9 +29,6 @@ def check_model_name(name: str) -> None:
 
 def create_model(settings: ModelSection, num_classes: int, root: Path | None = None):
     """A timm model with a fresh num_classes head; never downloads from a hub."""
-    # a hub lookup on a machine without internet hangs on retries: make any attempt fail at once
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import timm
 
     check_model_name(settings.name)
     kwargs = {"num_classes": num_classes, "drop_rate": settings.drop_rate}
@@ -59,8 +56,6 @@ def create_model(settings: ModelSection, num_classes: int, root: Path | None = N
 
 def weights_mismatch(model, path: Path) -> str:
     """Which keys of a weights file differ from the model's (classifier aside, it is replaced)."""
-    from timm.models import load_state_dict
-
     try:
         weights = load_state_dict(str(path))
     except Exception as error:  # not a weights file at all

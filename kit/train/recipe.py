@@ -7,6 +7,9 @@ import math
 import numpy as np
 import torch
 
+from kit.data.transforms import build_steps
+from kit.train.model import check_model_name
+
 
 def check_components(config) -> None:
     """What kit.toml names that only timm and albumentations can judge: checked before a run exists.
@@ -15,9 +18,6 @@ def check_components(config) -> None:
     data.preprocess) must build, with no unknown transform or argument. Types, choices and ranges
     are checked earlier, when kit.toml is loaded (kit/config.py).
     """
-    from kit.data.transforms import build_steps
-    from kit.train.model import check_model_name
-
     check_model_name(config.model.name)
     build_steps(config.augment.train, "augment.train")
     build_steps(config.augment.valid, "augment.valid")

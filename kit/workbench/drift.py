@@ -22,9 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from scipy.stats import rankdata
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from kit import html as H
 from kit.competition import Competition
+from kit.data.audit import file_hashes, near_duplicate_pairs, perceptual_hash
+from kit.data.images import to_rgb
+from kit.data.layout import read_test_items, read_train_items
 from kit.errors import KitError
 from kit.fileio import write_csv, write_json, write_text
 
@@ -39,10 +47,6 @@ THUMB_SIDE = 8  # px, the colour thumbnail that the model reads
 
 def image_features(path: str) -> np.ndarray:
     """The features of one image file; NaNs when it cannot be decoded (the model copes)."""
-    from PIL import Image
-
-    from kit.data.images import to_rgb
-
     size = os.path.getsize(path) if os.path.exists(path) else 0
     try:
         with Image.open(path) as image:
@@ -80,10 +84,6 @@ def adversarial_auc(
     training share of test rows, which biases a no-drift AUC below 0.5. The bootstrap resamples
     rows within each fold.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
-
     smaller = int(min(is_test.sum(), (~is_test).sum()))
     if smaller < n_splits:
         raise KitError(
@@ -125,8 +125,6 @@ def adversarial_auc(
 
 def rank_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged: the bootstrap's fast path."""
-    from scipy.stats import rankdata
-
     ranks = rankdata(scores)
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
@@ -137,8 +135,6 @@ def train_test_duplicates(
     train: pd.DataFrame, test: pd.DataFrame, *, near: bool = False
 ) -> list[dict]:
     """Test images whose bytes (near: or perceptual hash) match a training image's."""
-    from kit.data.audit import file_hashes, near_duplicate_pairs, perceptual_hash
-
     found = []
     train_by_hash: dict[str, list[str]] = {}
     for image_id, digest in zip(train["id"], file_hashes(train["path"]), strict=True):
@@ -170,8 +166,6 @@ def check_drift(
     seed: int = 0,
 ) -> dict:
     """Adversarial validation + train-test duplicates; writes drift/; returns the summary."""
-    from kit.data.layout import read_test_items, read_train_items
-
     train = read_train_items(competition)[["id", "path"]]
     test = read_test_items(competition)[["id", "path"]]
     near = competition.config.folds.near_duplicates if near is None else near

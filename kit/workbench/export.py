@@ -16,15 +16,25 @@ fold<k>.onnx or ensemble.onnx, and manifest.json.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kit.competition import Competition
+from kit.data.cache import create_image_source
+from kit.data.dataset import ImageDataset
+from kit.data.layout import read_test_items
+from kit.data.transforms import create_transform
 from kit.device import normalise
 from kit.errors import KitError
-from kit.fileio import write_json
+from kit.fileio import atomic_open, write_json
+from kit.task import Task
+from kit.train.checkpoint import load_weights
+from kit.train.model import create_model, input_stats
 
 EXPORT_DIR = "export"  # runs/<run>/export/
 CHECK_IMAGES = 16  # real test images the ONNX outputs are compared on
@@ -45,10 +55,6 @@ def export_onnx(
     per_fold: one file per fold (fold<k>.onnx) instead of one ensemble graph (ensemble.onnx).
     folds: only these folds (default: every fold with a best.pt).
     """
-    from kit.task import Task
-    from kit.train.checkpoint import load_weights
-    from kit.train.model import create_model, input_stats
-
     opened = competition.run(run)
     run_dir, config = opened.dir, opened.config
     have = [k for k in opened.fold_indices() if opened.fold(k).best.exists()]
@@ -129,11 +135,6 @@ class ServingGraph(torch.nn.Module):
 
 def _check_images(competition: Competition, config):
     """Up to CHECK_IMAGES real test images as the graph's input: float (N, 3, H, W) in [0, 1]."""
-    from kit.data.cache import create_image_source
-    from kit.data.dataset import ImageDataset
-    from kit.data.layout import read_test_items
-    from kit.data.transforms import create_transform
-
     items = read_test_items(competition).head(CHECK_IMAGES)
     if items.empty:
         raise KitError(f"{competition.config.data.test_dir} holds no test images to check with")
@@ -146,12 +147,6 @@ def _check_images(competition: Competition, config):
 
 def _export(graph, sample, path: Path, opset: int | None) -> None:
     """torch.onnx's default (dynamo) exporter with a dynamic batch axis, into one file."""
-    import contextlib
-    import io
-    import tempfile
-
-    from kit.fileio import atomic_open
-
     weights = sum(p.numel() * p.element_size() for p in graph.parameters())
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         target = Path(scratch) / path.name

@@ -24,9 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from kit.competition import Competition
-from kit.config import CONFIG_NAME
+from kit.config import CONFIG_NAME, set_toml_value
+from kit.data.folds import training_table
+from kit.device import pick_device
 from kit.errors import ConfigError, KitError
 from kit.fileio import atomic_open, write_json
+from kit.train.loop import TrainingError, train_fold
+from kit.train.recipe import check_components
 
 RULES = ("valley", "steepest")
 LR_FIND_DIR = "lr_find"  # under runs/
@@ -58,11 +62,6 @@ def find_lr(
 
     write: put the suggested lr into kit.toml's [train] lr line (only that line changes).
     """
-    from kit.data.folds import training_table
-    from kit.device import pick_device
-    from kit.train.loop import TrainingError, train_fold
-    from kit.train.recipe import check_components
-
     if rule not in RULES:
         raise ConfigError(f"--rule {rule!r} is unknown: use {' or '.join(RULES)}")
     if not 0 < start_lr < end_lr:
@@ -168,9 +167,9 @@ def find_lr(
     plot_lr_find(result, out_dir / "lr_find.png")
     write_json(out_dir / "lr_find.json", result)
     if write:  # only that line of kit.toml changes; its comment stays
-        from kit.data.bench import set_toml_value
-
-        line = set_toml_value(competition.root / CONFIG_NAME, "train", "lr", repr(suggested))
+        line = set_toml_value(
+            competition.root / CONFIG_NAME, "train", "lr", repr(suggested), by="kit lr-find"
+        )
         result["written"] = f"{competition.root / CONFIG_NAME}: [train] {line}"
     return result
 

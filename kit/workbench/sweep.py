@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import re
 import shutil
@@ -32,9 +33,13 @@ from pathlib import Path
 
 from kit.competition import Competition
 from kit.config import Config, config_from_dict
+from kit.data.folds import training_table
 from kit.errors import ConfigError, KitError
 from kit.fileio import write_json
+from kit.ledger import record_run
+from kit.metrics import get_metric
 from kit.run import Run
+from kit.train.cv import train_run
 
 SWEEPS_DIR = "sweeps"  # under runs/: one folder per study
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$")
@@ -130,11 +135,6 @@ def run_sweep(
     import optuna
     from optuna.trial import TrialState
 
-    from kit.data.folds import training_table
-    from kit.ledger import record_run
-    from kit.metrics import get_metric
-    from kit.train.cv import train_run
-
     if not NAME.match(name):
         raise ConfigError(f"sweep name {name!r}: use letters, digits, '-', '_' or '.'")
     settings = competition.config.sweep
@@ -228,8 +228,6 @@ def run_sweep(
 @contextlib.contextmanager
 def _creation_lock(folder: Path):
     """An exclusive flock on runs/sweeps/<name>/.lock while the study's tables are created."""
-    import fcntl
-
     with open(folder / ".lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from kit.competition import Competition
@@ -134,8 +135,6 @@ class Tracker:
     def _mlflow_call(self, method: str, *args, **kwargs) -> None:
         """An MLflow call that cannot fail training: on an error, warn once and stop using MLflow
         for this run (TensorBoard goes on)."""
-        import warnings
-
         try:
             getattr(self.mlflow, method)(*args, **kwargs)
         except Exception as error:
@@ -205,8 +204,6 @@ def track_scores(competition: Competition, run: str, values: dict[str, float | N
     A run trained before tracking existed (no tb/ folder) or a name that is no run is skipped;
     a tracker that fails (a tracking server down) warns and never fails the prediction or
     submission that called it."""
-    import warnings
-
     run_dir = competition.runs_dir / run
     if not (run_dir / TB_DIR).is_dir() or all(v is None for v in values.values()):
         return
