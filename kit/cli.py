@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -104,6 +105,20 @@ def number_list(ctx, param, text: str | None) -> list[float] | None:
 def json_option(func):
     """--json: print the command's result record as JSON instead of lines for a person."""
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+
+
+def prints_result(render):
+    """--json, and printing the record the command returns: render(record) for a person, or JSON."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def command(*args, as_json: bool, **kwargs):
+            result = func(*args, **kwargs)
+            click.echo(result.to_json() if as_json else render(result))
+
+        return json_option(command)
+
+    return decorate
 
 
 def render_train(result) -> str:
@@ -544,8 +559,8 @@ def runs_show(obj, show_root, run, as_json):
 @click.option("--fold-merge", type=click.Choice(choices(FoldMerge)), help="How folds merge.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--finished-folds", is_flag=True, help="Use an unfinished run's finished folds only.")
-@json_option
-def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds, as_json):
+@prints_result(render_predict)
+def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds):
     """Predict the test set with every fold of RUN and its TTA views -> runs/RUN/test.csv.
 
     \b
@@ -556,7 +571,7 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds,
     from kit.infer.predict import parse_tta_option, predict_run
 
     views, auto = parse_tta_option(tta)
-    result = predict_run(
+    return predict_run(
         load(root, overrides),
         run,
         tta=views,
@@ -566,7 +581,6 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds,
         progress=not quiet,
         finished_only=finished_folds,
     )
-    click.echo(result.to_json() if as_json else render_predict(result))
 
 
 @cli.command()
@@ -587,8 +601,8 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds,
 @click.option(
     "--finished-folds", is_flag=True, help="Blend unfinished runs from their finished folds."
 )
-@json_option
-def ensemble(root, overrides, runs, name, method, weights, decide, finished_folds, as_json):
+@prints_result(render_blend)
+def ensemble(root, overrides, runs, name, method, weights, decide, finished_folds):
     """Blend RUNS into a submission in the competition's format, with a card in blends/NAME/.
 
     \b
@@ -597,7 +611,7 @@ def ensemble(root, overrides, runs, name, method, weights, decide, finished_fold
     """
     from kit.infer.ensemble import ensemble_runs
 
-    result = ensemble_runs(
+    return ensemble_runs(
         load(root, overrides),
         list(runs),
         name,
@@ -606,7 +620,6 @@ def ensemble(root, overrides, runs, name, method, weights, decide, finished_fold
         decide=decide,
         finished_only=finished_folds,
     )
-    click.echo(result.to_json() if as_json else render_blend(result))
 
 
 @cli.command()

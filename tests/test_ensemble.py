@@ -200,6 +200,12 @@ def test_the_cli_prints_members_and_nested_cv(folded):
     assert result.exit_code == 0, result.output
     assert "nested CV" in result.output and "weight" in result.output
     assert "card.md" in result.output
+    as_json = CliRunner().invoke(
+        cli, ["ensemble", "-C", str(folded.root), "a", "b", "--name", "w2", "--json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    card = json.loads(as_json.output)
+    assert card["runs"] == ["a", "b"] and card["submission"].endswith("w2.csv")
 
 
 def test_pseudo_labels_take_test_from_the_fold_ensemble_and_train_from_oof(folded):

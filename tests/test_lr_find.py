@@ -28,18 +28,18 @@ def test_valley_and_steepest_on_a_known_curve():
 
 @pytest.mark.slow
 def test_range_test_runs_the_real_fold_loop_and_writes_one_line(digits, monkeypatch):
-    import kit.train.loop
+    import kit.workbench.lr_find
     from kit.data.folds import make_folds
 
     make_folds(type(digits).load(digits.root, TINY))
     calls = []
-    real = kit.train.loop.train_fold
+    real = kit.workbench.lr_find.train_fold  # kit.train.loop's, as lr_find imported it
 
     def spy(config, fold, *args, **kwargs):
         calls.append((fold, config.train.batch_size, config.model.name))
         return real(config, fold, *args, **kwargs)
 
-    monkeypatch.setattr(kit.train.loop, "train_fold", spy)
+    monkeypatch.setattr(kit.workbench.lr_find, "train_fold", spy)
     toml = digits.root / "kit.toml"
     before = toml.read_text().splitlines()
     sets = [f"--set={s}" for s in [*TINY, "train.num_workers=0"]]  # no worker start-ups

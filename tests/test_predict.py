@@ -146,6 +146,12 @@ def test_the_cli_reports_kept_and_dropped_views(trained):
     assert result.exit_code == 0, result.output
     assert "view identity" in result.output and "view shift:1,0" in result.output
     assert "kept" in result.output
+    as_json = CliRunner().invoke(
+        cli, ["predict", "-C", str(trained.root), *sum((["--set", s] for s in TINY), []),
+              "r1", "--quiet", "--json"],
+    )  # fmt: skip
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["run"] == "r1"
 
 
 def test_tta_option_parsing_keeps_view_arguments():
