@@ -1,6 +1,7 @@
 """Folds side by side: `--parallel 2` against a sequential run, and what a fold costs on Ray.
 
     python benchmarks/parallel.py [--images 1797] [--epochs 4] [--folds 5] [--no-ray]
+                                  [--no-speedup] [--runs K]
 
 1. speed-up: the same 5-fold run trained sequentially (one process, train.threads = the cores)
    and with `--parallel 2` (two child processes, each pinned to half the cores, train.threads =
@@ -8,11 +9,19 @@
    Goal >= 1.6x on 2 cores: one small model cannot keep two cores busy, two folds can.
 2. Ray overhead: a local Ray with 1 CPU (started in this process) trains the run's folds one
    after another as Ray tasks (train.threads = 1), against the same folds in-process at 1 thread;
-   (Ray seconds - in-process seconds) / folds is the scheduling overhead per fold: the storage
-   check, the worker's start and imports, shipping the config, re-reading the fold table.
-   Goal <= 2 s. Ray's own start-up (ray.init) is not counted: a cluster outlives many runs.
+   the extra seconds per fold are the scheduling overhead: the storage check, the worker's start
+   and imports, shipping the config, re-reading the fold table. Goal <= 2 s. On a shared machine
+   the folds' own training time moves by more than that overhead between two arms, so the figure
+   compares the time *outside* the folds' training (wall seconds - the folds' own `seconds` in
+   their result.json) of the two arms; the plain difference of wall times is printed too. Ray's
+   own start-up (ray.init) is not counted: a cluster outlives many runs. The runner is made as
+   `kit train --cluster` makes it (kit.cluster.create_runner), so the storage check and the
+   workers' warm-up start while the driver creates the run. --runs K: K runs as one job set on
+   Ray (`kit train --name a,b,c --cluster`) against the same K runs in-process, per fold of all.
 
-The last line is `speedup=<sequential seconds / parallel seconds>`.
+Each figure's line ends with the load average (1 min) before and after its arms. The last line
+is `speedup=<sequential seconds / parallel seconds>` (with --no-speedup,
+`ray_overhead_per_fold_seconds=...`).
 """
 
 from __future__ import annotations
@@ -40,17 +49,35 @@ def build(images: int, epochs: int, folds: int):
 
 
 def timed_run(root: Path, overrides: list[str], name: str, runner=None) -> float:
-    """Seconds of train_run, including the runner's start (its children's imports) and end."""
+    """Seconds of train_run, including the runner's start (its children's imports) and end.
+    name "a,b,c": those runs as one job set on the runner (kit.train.jobset), or one after
+    another without one."""
     import contextlib
 
     from kit.competition import Competition
     from kit.train.cv import train_run
+    from kit.train.jobset import train_runs
 
     competition = Competition.load(root, overrides)
     started = time.perf_counter()
     with runner(competition) if runner else contextlib.nullcontext() as scheduler:
-        train_run(competition, name, progress=False, runner=scheduler)
+        if "," in name:
+            train_runs(competition, name.split(","), progress=False, runner=scheduler)
+        else:
+            train_run(competition, name, progress=False, runner=scheduler)
     return time.perf_counter() - started
+
+
+def fold_seconds(root: Path, run: str) -> float:
+    """The run's folds' own training seconds (each fold's result.json, summed)."""
+    import json
+
+    from kit.run import FOLD_PREFIX, RESULT_NAME
+
+    return sum(
+        json.loads(path.read_text())["seconds"]
+        for path in (root / "runs" / run).glob(f"{FOLD_PREFIX}*/{RESULT_NAME}")
+    )
 
 
 def main() -> None:
@@ -59,9 +86,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--no-ray", action="store_true", help="Skip the Ray overhead figure.")
+    parser.add_argument("--no-speedup", action="store_true", help="Skip the --parallel figure.")
+    parser.add_argument("--runs", type=int, default=1, help="Ray arm: K runs as one job set.")
     args = parser.parse_args()
 
-    from kit.cluster import WARM_MODULES, RayRunner, create_runner, local_ray_auth, short_temp_dir
+    from kit.cluster import WARM_MODULES, create_runner, local_ray_auth, short_temp_dir
     from kit.competition import Competition
     from kit.data.folds import make_folds
     from kit.device import usable_cores
@@ -76,25 +105,41 @@ def main() -> None:
     if not args.no_ray:  # first, while the machine is as fresh as it will be for the others
         import ray
 
+        load = os.getloadavg()[0]
         one = [*base, "train.threads=1"]
-        config = Competition.load(root, one).config
         local_ray_auth()
         ray.init(num_cpus=1, include_dashboard=False, _temp_dir=short_temp_dir(),
                  log_to_driver=False, configure_logging=False)  # fmt: skip
+        on_ray_runs = [f"ray{k}" for k in range(1, args.runs + 1)]
+        in_process_runs = [f"seq{k}" for k in range(1, args.runs + 1)]
         try:
-            on_ray = timed_run(root, one, "ray1", lambda c: RayRunner(config, "auto"))
+            on_ray = timed_run(root, one, ",".join(on_ray_runs),
+                               lambda c: create_runner(c, cluster="auto"))  # fmt: skip
         finally:
             ray.shutdown()
-        in_process = timed_run(root, one, "seq1")
-        per_fold = (on_ray - in_process) / args.folds
-        print(f"ray_1cpu_seconds={on_ray:.1f} in_process_1thread_seconds={in_process:.1f}")
+        in_process = timed_run(root, one, ",".join(in_process_runs))
+        outside = {
+            "ray": on_ray - sum(fold_seconds(root, run) for run in on_ray_runs),
+            "seq": in_process - sum(fold_seconds(root, run) for run in in_process_runs),
+        }
+        jobs = args.folds * args.runs
+        per_fold = (outside["ray"] - outside["seq"]) / jobs
+        print(f"ray_1cpu_seconds={on_ray:.1f} in_process_1thread_seconds={in_process:.1f} "
+              f"outside_training_seconds={outside['ray']:.1f} vs {outside['seq']:.1f} "
+              f"runs={args.runs} "
+              f"load={load:.2f}->{os.getloadavg()[0]:.2f}")  # fmt: skip
+        print(f"wall_difference_per_fold_seconds={(on_ray - in_process) / jobs:.2f}")
         print(f"ray_overhead_per_fold_seconds={per_fold:.2f}")
+    if args.no_speedup:
+        return
 
     # threads fixed, not load-aware: the sequential run takes every core, each of 2 children half
     whole, half = [*base, f"train.threads={cores}"], [*base, f"train.threads={max(1, cores // 2)}"]
+    load = os.getloadavg()[0]
     sequential = timed_run(root, whole, "seq")
     parallel = timed_run(root, half, "par2", lambda c: create_runner(c, parallel="2"))
-    print(f"sequential_seconds={sequential:.1f} parallel2_seconds={parallel:.1f}")
+    print(f"sequential_seconds={sequential:.1f} parallel2_seconds={parallel:.1f} "
+          f"load={load:.2f}->{os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"speedup={sequential / parallel:.2f}")
 
 

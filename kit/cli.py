@@ -434,7 +434,10 @@ def parse_folds(text: str | None) -> list[int] | None:
 
 @cli.command()
 @competition_options
-@click.option("--name", "run", help="Run name (default: <model>-<timestamp>).")
+@click.option(
+    "--name", "run", help="Run name (default: <model>-<timestamp>); a,b,c trains a list of runs."
+)
+@click.option("--runs", "runs_table", is_flag=True, help="Train kit.toml's [[runs]] list.")
 @click.option("--folds", "fold_list", help="Train only these folds, e.g. 0,1.")
 @click.option("--resume", "resume_run", metavar="RUN", help="Continue RUN: skip finished folds.")
 @click.option("--nproc", default=1, type=click.IntRange(min=1), help="DDP ranks via torchrun.")
@@ -446,7 +449,18 @@ def parse_folds(text: str | None) -> list[int] | None:
 )
 @json_option
 def train(
-    root, overrides, run, fold_list, resume_run, nproc, quiet, skip_bad, parallel, cluster, as_json
+    root,
+    overrides,
+    run,
+    runs_table,
+    fold_list,
+    resume_run,
+    nproc,
+    quiet,
+    skip_bad,
+    parallel,
+    cluster,
+    as_json,
 ):
     """Train every fold; write runs/RUN/ with best.pt per fold, oof.csv, metrics.json, report.html.
 
@@ -455,6 +469,9 @@ def train(
     fold once all exist; --nproc N runs N DDP ranks through torchrun (gloo on CPU, nccl on GPUs).
     --parallel auto|N trains N folds at once, one process per GPU or per share of the CPU cores;
     --cluster runs each fold as a Ray task (docs/cluster.md); both resume killed folds.
+    --name a,b,c (new runs, same config) or --runs (kit.toml's [[runs]] entries, each with its
+    own overrides) trains a list of runs as one job set: with --parallel/--cluster every
+    (run, fold) fills the slots; each run is assembled as if trained alone.
 
     \b
     Example:
@@ -464,12 +481,31 @@ def train(
       kit train -C competitions/digits --skip-bad
       kit train -C competitions/digits --parallel auto --set train.threads=1
       kit train -C competitions/digits --cluster ray://head:10001 --name wide
+      kit train -C competitions/digits --name s1,s2,s3 --parallel 2 --set train.threads=1
+      kit train -C competitions/digits --runs --parallel auto
     """
     from kit.train.cv import train_run
 
-    if run and resume_run:
+    if (run or runs_table) and resume_run:
         raise KitError("give either --name (a new run) or --resume RUN (an existing one)")
     overrides = (*overrides, "data.skip_bad=true") if skip_bad else overrides
+    if runs_table or (run and "," in run):
+        from kit.train.jobset import split_names, train_runs
+
+        results = train_runs(
+            load(root, overrides),
+            split_names(run),
+            table=runs_table,
+            folds=parse_folds(fold_list),
+            progress=not quiet,
+            nproc=nproc,
+            parallel=parallel,
+            cluster=cluster,
+            echo=click.echo,
+        )
+        shown = [r.to_json() if as_json else render_train(r) for r in results]
+        click.echo("[" + ",\n".join(shown) + "]" if as_json else "\n".join(shown))
+        return
     result = train_run(
         load(root, overrides),
         resume_run or run,
@@ -713,15 +749,20 @@ def lr_find(root, overrides, fold, start_lr, end_lr, num_iter, rule, write, quie
 @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds; no new trial after.")
 @click.option("--folds", "first_folds", type=click.IntRange(min=0), help="First K folds per trial.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def sweep(root, overrides, name, trials, timeout, first_folds, quiet):
+@click.option("--parallel", metavar="auto|N", help="Trials' folds N at once (a process each).")
+@click.option("--cluster", metavar="ray://HOST:PORT|auto|local", help="Trials' folds as Ray tasks.")
+def sweep(root, overrides, name, trials, timeout, first_folds, quiet, parallel, cluster):
     """Optuna sweep over [sweep] params: each trial a k-fold run scored on OOF, pruned per fold.
 
     The study is runs/sweeps/NAME/study.db: run the command again to resume it, or in several
     processes to share it. Each finished trial is the run NAME-tNNN in the ledger.
+    --parallel / --cluster run the trials' folds on kit train's scheduler, as many trials at
+    once as fill its slots (docs/cluster.md says what that changes for TPE and pruning).
 
     \b
     Example:
       kit sweep -C competitions/digits s1 --trials 20 --timeout 3600 --folds 2
+      kit sweep -C competitions/digits s2 --trials 8 --folds 2 --parallel 2 --set train.threads=1
     """
     from kit.workbench.sweep import run_sweep
 
@@ -732,6 +773,8 @@ def sweep(root, overrides, name, trials, timeout, first_folds, quiet):
         timeout=timeout,
         folds=first_folds,
         progress=not quiet,
+        parallel=parallel,
+        cluster=cluster,
     )
     counts = result["counts"]
     click.echo(

@@ -186,6 +186,90 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# jobs: a (run, fold) to train, and the queue a runner takes them from
+
+
+@dataclass(frozen=True)
+class Job:
+    """One fold of one run: what a runner trains (the run exists; the fold resumes its last.pt)."""
+
+    root: Path  # the competition folder
+    run_dir: Path  # runs/<run>/
+    fold: int
+    config: object = None  # the run's kit.config.Config (a Ray task ships it); None: config.toml
+
+    def label(self) -> str:
+        return f"{self.run_dir.name} fold {self.fold}"
+
+
+class JobSource:
+    """The jobs a runner trains, in order; thread-safe, so several runs (a job set, sweep
+    trials) can add theirs while the runner trains. Sealed: no more jobs will come."""
+
+    def __init__(self, jobs: list[Job] = (), *, sealed: bool = False, expected: int = 0) -> None:
+        self._jobs: deque[Job] = deque(jobs)
+        self._lock = threading.Lock()
+        self.sealed = sealed
+        self.planned = expected  # folds planned (a sweep's), for the slot count; 0: those added
+        self.added = len(self._jobs)
+        self._runs: list[str] = list(dict.fromkeys(job.run_dir.name for job in jobs))
+        self._last_dir: Path | None = jobs[-1].run_dir if jobs else None
+
+    def add(self, jobs: list[Job]) -> None:
+        with self._lock:
+            if self.sealed:
+                raise KitError("the job set is closed: no more folds can be added")
+            self._jobs.extend(jobs)
+            self.added += len(jobs)
+            for job in jobs:
+                if job.run_dir.name not in self._runs:
+                    self._runs.append(job.run_dir.name)
+                self._last_dir = job.run_dir
+
+    def seal(self) -> None:
+        with self._lock:
+            self.sealed = True
+
+    def take(self) -> Job | None:
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def discard(self, run: str) -> int:
+        """Take the run's jobs not yet started (a pruned sweep trial); how many there were."""
+        with self._lock:
+            kept = deque(job for job in self._jobs if job.run_dir.name != run)
+            dropped, self._jobs = len(self._jobs) - len(kept), kept
+            return dropped
+
+    def drop(self) -> list[Job]:
+        """Take every job not yet started (an error stops the set)."""
+        with self._lock:
+            left, self._jobs = list(self._jobs), deque()
+            self.sealed = True
+            return left
+
+    @property
+    def expected(self) -> int:
+        return self.planned or self.added
+
+    @property
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self.sealed and not self._jobs
+
+    def log_dir(self) -> Path | None:
+        """The run folder of the last job added: where a worker log goes between jobs."""
+        return self._last_dir
+
+    def describe(self) -> str:
+        runs = self._runs
+        if len(runs) == 1 and self.sealed:
+            return f"{runs[0]}: {self.expected} fold(s)"
+        shown = ", ".join(runs[:4]) + (f" +{len(runs) - 4}" if len(runs) > 4 else "")
+        return f"{len(runs)} run(s) ({shown}): {self.expected} fold(s)"
+
+
+# ---------------------------------------------------------------------------------------------
 # the run-level view: every fold's progress, read from log.jsonl as the workers append to it
 
 
@@ -201,8 +285,10 @@ class ClusterProgress:
         metric: str,
         slots: int,
         echo: Echo | None,
+        on_epoch: Callable[[dict], object] | None = None,
     ) -> None:
         self.run_dir, self.folds, self.epochs, self.metric = run_dir, list(folds), epochs, metric
+        self.on_epoch = on_epoch  # the tracker's hook: every epoch event, as a sequential run
         self.slots = max(1, slots)
         self.echo = echo
         self.offset = (run_dir / LOG_NAME).stat().st_size if (run_dir / LOG_NAME).exists() else 0
@@ -264,6 +350,8 @@ class ClusterProgress:
             how = "resumed from last.pt" if event.get("resumed") else "started"
             return self.line(fold, f"{how}{again}")
         if name == "epoch":
+            if self.on_epoch is not None:
+                self.on_epoch(event)
             self.epochs_done[fold] = event["epoch"]
             self.epoch_seconds.append(float(event.get("seconds") or 0.0))
             score = event.get(self.metric)
@@ -488,58 +576,86 @@ class LocalRunner:
             child.close()
         self.children.clear()
 
-    def __call__(self, competition, run_dir: Path, folds: list[int]) -> Iterator[dict]:
-        """Train `folds`; yield each fold's summary as it finishes."""
+    def __call__(
+        self, competition, run_dir: Path, folds: list[int], *, on_epoch=None
+    ) -> Iterator[dict]:
+        """Train `folds`; yield each fold's summary as it finishes.
+
+        on_epoch(event): each epoch event the folds append to log.jsonl, as the tracker of a
+        sequential run gets it (read within POLL_SECONDS, all of a fold's before its summary)."""
         if not folds:
             return
-        slots = self.slots(len(folds))
+        progress = ClusterProgress(
+            run_dir,
+            folds,
+            self.config.train.epochs,
+            self.config.metric.name,
+            len(self.slots(len(folds))),
+            self.echo,
+            on_epoch=on_epoch,
+        )
+        jobs = JobSource([Job(competition.root, run_dir, fold) for fold in folds], sealed=True)
+        for _, summary in self.run_jobs(jobs, poll=progress.poll):
+            yield summary
+
+    def run_jobs(self, source: JobSource, poll: Callable[[], object] = lambda: None):
+        """Train the jobs `source` gives (folds of any runs of this competition), each slot's in
+        turn, until it is sealed and empty; yield (job, summary) as each fold finishes.
+        poll(): called about every POLL_SECONDS and before each summary is yielded."""
         children = self.children
+        slots = self.slots(max(1, source.expected))
         for index in [i for i in children if i >= len(slots)]:  # fewer folds than slots
             children.pop(index).close()
-        progress = ClusterProgress(
-            run_dir, folds, self.config.train.epochs, self.config.metric.name, len(slots), self.echo
-        )
         if self.echo is not None:
             self.echo(
-                f"{run_dir.name}: {len(folds)} fold(s) on {len(slots)} slot(s): "
+                f"{source.describe()} on {len(slots)} slot(s): "
                 + "; ".join(s.describe() for s in slots)
             )
-        queue = deque((fold, 1) for fold in folds)
-        left = len(folds)
+        retried: deque[tuple[Job, int]] = deque()  # killed folds go first, resuming
+        busy: dict[int, Job] = {}  # slot index -> the job its child trains
         try:
-            while left:
+            while retried or busy or not source.exhausted:
                 for slot in slots:
                     child = children.get(slot.index)
-                    if queue and child is None:
-                        child = children[slot.index] = _Child(competition.root, slot)
-                    if queue and child.current is None:
-                        child.give(run_dir.name, *queue.popleft())
-                progress.poll()
+                    if child is not None and child.current is not None:
+                        continue
+                    item = retried.popleft() if retried else None
+                    if item is None:
+                        job = source.take()
+                        item = (job, 1) if job is not None else None
+                    if item is None:
+                        break
+                    if child is None:
+                        child = children[slot.index] = _Child(item[0].root, slot)
+                    busy[slot.index] = item[0]
+                    child.give(item[0].run_dir.name, item[0].fold, item[1])
+                poll()
                 for index, child in list(children.items()):
                     while not child.answers.empty():
                         answer = child.answers.get()
-                        fold, attempt = child.current
+                        job, (fold, attempt) = busy.pop(index), child.current
                         child.current = None
                         if answer.get("error"):
-                            raise KitError(f"fold {fold}: {answer['error']}")
-                        left -= 1
-                        progress.poll()
-                        yield read_summary(run_dir, fold)
+                            raise KitError(f"{job.label()}: {answer['error']}")
+                        poll()
+                        yield job, read_summary(job.run_dir, fold)
                     code = child.process.poll()
                     if code is None or not child.answers.empty():
                         continue
                     del children[index]
-                    child.close(run_dir / f"worker{index}.log")
-                    if child.current is None:
+                    job = busy.pop(index, None)
+                    log = _worker_log(job.run_dir if job else source.log_dir(), index)
+                    child.close(log)
+                    if child.current is None or job is None:
                         continue  # it ended between folds; a new child takes the next one
                     fold, attempt = child.current
                     if code < 0 and attempt <= self.retries:  # killed: start again, resume
                         if self.echo is not None:
                             self.echo(
-                                f"{run_dir.name}: fold {fold} was killed "
+                                f"{job.label()} was killed "
                                 f"({signal.Signals(-code).name}); resuming it from last.pt"
                             )
-                        queue.appendleft((fold, attempt + 1))
+                        retried.append((job, attempt + 1))
                         continue
                     how = (
                         f"was killed ({signal.Signals(-code).name}) {attempt} times"
@@ -547,18 +663,24 @@ class LocalRunner:
                         else f"failed (exit {code})"
                     )
                     raise KitError(
-                        f"fold {fold} {how}: {child.last_error()} (log: "
-                        f"{run_dir / f'worker{index}.log'}); "
-                        f"continue with kit train --resume {run_dir.name}"
+                        f"{job.label()} {how}: {child.last_error()} (log: {log}); "
+                        f"continue with kit train --resume {job.run_dir.name}"
                     )
                 time.sleep(POLL_SECONDS)
         finally:
             for index, child in list(children.items()):  # done, an error or Ctrl-C: no orphans
+                job = busy.get(index)
+                log = _worker_log(job.run_dir if job else source.log_dir(), index)
                 if child.current is not None:
-                    children.pop(index).close(run_dir / f"worker{index}.log")
+                    children.pop(index).close(log)
                 else:
-                    child.log = run_dir / f"worker{index}.log"
+                    child.log = log
                     child.end_input()  # it exits while the driver assembles the run
+
+
+def _worker_log(run_dir: Path | None, slot: int) -> Path | None:
+    """runs/<run>/worker<slot>.log, where a child's stderr is kept; None without a run."""
+    return run_dir / f"worker{slot}.log" if run_dir is not None and run_dir.is_dir() else None
 
 
 def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
@@ -655,6 +777,16 @@ def _write_marker(path: str, token: str) -> dict:
     return {"where": where, "error": ""}
 
 
+def _prepare_node(path: str, token: str, warm: bool) -> dict:
+    """A storage-check task (RayRunner.start_check): the marker, then with warm the imports a
+    fold needs, so that this worker is warm when a fold task reuses it."""
+    answer = _write_marker(path, token)
+    if warm and not answer["error"]:
+        for module in WARM_MODULES:
+            importlib.import_module(module)
+    return answer
+
+
 def ray_cpus(config: dict) -> int:
     """CPUs a fold's task asks Ray for: train.threads, at least 1."""
     return max(1, int(config["train"].get("threads") or 0))
@@ -664,8 +796,16 @@ class RayRunner:
     """Trains the folds of a run as Ray tasks on a cluster (or on one Ray started for the call)."""
 
     def __init__(
-        self, config, address: str = "auto", *, echo: Echo | None = None, retries: int = RETRIES
+        self,
+        config,
+        address: str = "auto",
+        *,
+        echo: Echo | None = None,
+        retries: int = RETRIES,
+        runs_dir: Path | None = None,
     ) -> None:
+        """runs_dir: the competition's runs/; given, the storage check (markers there) and the
+        workers' warm-up start now (start_check), while the driver creates the run."""
         self.config, self.address, self.echo, self.retries = config, address, echo, retries
         ray = _ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -695,8 +835,14 @@ class RayRunner:
             except ConnectionError as error:
                 raise KitError(f"--cluster {address}: {error}") from None
         self.ray = ray
+        self._task = None  # the fold task as a Ray remote function, made once
+        self.shared_nodes: list[str] | None = None  # nodes that passed the storage check
+        self._check: dict | None = None  # the storage check started early (root given)
         try:
             self.device = self._fold_device()
+            if runs_dir is not None:
+                Path(runs_dir).mkdir(parents=True, exist_ok=True)
+                self._check = self.start_check(Path(runs_dir), warm=True)
         except BaseException:
             self.close()
             raise
@@ -708,6 +854,12 @@ class RayRunner:
         self.close()
 
     def close(self) -> None:
+        if self._check is not None:  # made but never trained: stop the warm-up, drop markers
+            for ref, path in self._check["refs"].items():
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref, force=True)
+                path.unlink(missing_ok=True)
+            self._check = None
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
         if self.temp_dir is not None:  # nothing of a local Ray stays outside KIT_HOME
@@ -739,82 +891,160 @@ class RayRunner:
             raise ConfigError(f"train.device {wanted!r}: a Ray cluster trains on cuda or cpu")
         return "cuda" if gpus >= 1 and wanted != "cpu" else "cpu"
 
-    def check_shared(self, run_dir: Path) -> list[str]:
-        """Every node writes a marker into run_dir; the driver must read each one back."""
+    def check_shared(self, folder: Path) -> list[str]:
+        """Every node writes a marker into folder; the driver must read each one back."""
+        return self.finish_check(self.start_check(folder))
+
+    def start_check(self, folder: Path, *, warm: bool = False) -> dict:
+        """Start the storage check: a task per node writes a marker under folder/.cluster-check.
+
+        warm: as many tasks per node as it has fold slots, each with a fold's resources, and
+        each imports what a fold imports once its marker is written; a fold task (same
+        resources, same job) then gets one of those warm workers instead of starting a cold
+        one, so a run pays no worker start or torch/timm import per slot. Started when the
+        runner is made, it overlaps the driver's own checks and the run's creation.
+        """
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        ray = self.ray
-        write = ray.remote(num_cpus=0, max_retries=0)(_write_marker)
+        prepare = self.ray.remote(max_retries=0)(_prepare_node)
         token = uuid.uuid4().hex
-        refs = {}
+        cpus, gpus = ray_cpus(self.config.to_dict()), 1 if self.device == "cuda" else 0
+        refs, nodes = {}, {}  # task ref -> marker path -> node id
         for node in self.nodes():
-            path = run_dir / MARKERS_DIR / f"{node['NodeID'][:16]}.txt"
+            resources = node["Resources"]
+            slots = int(resources.get("GPU", 0) if gpus else resources.get("CPU", 0) // cpus)
+            shape = {"num_cpus": cpus, "num_gpus": gpus} if warm and slots else {"num_cpus": 0}
             strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-            refs[write.options(scheduling_strategy=strategy).remote(str(path), token)] = path
+            for index in range(slots if warm and slots else 1):
+                name = f"{token[:12]}-{node['NodeID'][:16]}-{index}.txt"
+                path = folder / MARKERS_DIR / name
+                task = prepare.options(scheduling_strategy=strategy, **shape)
+                refs[task.remote(str(path), token, warm)] = path
+                nodes[path] = node["NodeID"]
+        return {"refs": refs, "nodes": nodes, "token": token, "folder": folder}
+
+    def finish_check(self, check: dict) -> list[str]:
+        """Wait for the storage check's tasks; the nodes that passed, or a KitError naming one
+        that does not see the folder."""
+        ray, refs, token, folder = self.ray, check["refs"], check["token"], check["folder"]
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=CHECK_TIMEOUT)
-        if late:
-            raise KitError(
-                f"--cluster: {len(late)} node(s) did not answer the storage check "
-                f"in {CHECK_TIMEOUT:.0f}s: see `ray status`"
-            )
-        seen = []
+        seen: dict[str, str] = {}  # node id -> where (nodes of one host share its address)
         try:
+            if late:
+                raise KitError(
+                    f"--cluster: {len(late)} node(s) did not answer the storage check "
+                    f"in {CHECK_TIMEOUT:.0f}s: see `ray status`"
+                )
             for ref in ready:
                 answer, path = ray.get(ref), refs[ref]
                 if answer["error"] or not path.exists() or path.read_text() != token:
                     why = answer["error"] or f"its marker {path} is not visible to the driver"
                     raise KitError(
                         f"--cluster: the competition folder is not shared with node "
-                        f"{answer['where']} ({why}): put {run_dir.parent.parent} on storage "
-                        "every node mounts at the same path (NFS, Lustre, ...)"
+                        f"{answer['where']} ({why}): put the folder holding {folder} on "
+                        "storage every node mounts at the same path (NFS, Lustre, ...)"
                     )
-                seen.append(answer["where"])
+                seen[check["nodes"][path]] = answer["where"]
         finally:
+            for ref in late:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
             for path in refs.values():
                 path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
-                (run_dir / MARKERS_DIR).rmdir()
-        return seen
+                (folder / MARKERS_DIR).rmdir()
+        return list(seen.values())
 
-    def __call__(self, competition, run_dir: Path, folds: list[int]) -> Iterator[dict]:
-        """Train `folds` as Ray tasks; yield each fold's summary as it finishes."""
+    def slots(self, cpus: int = 0) -> int:
+        """Folds the cluster trains at once: its GPUs, or its CPUs ÷ a fold's CPUs."""
+        nodes = self.nodes()
+        if self.device == "cuda":
+            return int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+        cpus = cpus or ray_cpus(self.config.to_dict())
+        return int(sum(n["Resources"].get("CPU", 0) for n in nodes) // cpus)
+
+    def __call__(
+        self, competition, run_dir: Path, folds: list[int], *, on_epoch=None
+    ) -> Iterator[dict]:
+        """Train `folds` as Ray tasks; yield each fold's summary as it finishes.
+        on_epoch(event): each epoch event of log.jsonl, as in LocalRunner.__call__."""
         if not folds:
             return
-        ray = self.ray
-        nodes = self.check_shared(run_dir)
-        config = self.config.to_dict()
-        cpus, gpus = ray_cpus(config), 1 if self.device == "cuda" else 0
-        task = ray.remote(_fold_task).options(
-            num_cpus=cpus, num_gpus=gpus, max_retries=self.retries, retry_exceptions=False
-        )
-        slots = int(sum(n["Resources"].get("CPU", 0) for n in self.nodes()) // cpus)
-        if gpus:
-            slots = int(sum(n["Resources"].get("GPU", 0) for n in self.nodes()))
         progress = ClusterProgress(
-            run_dir, folds, self.config.train.epochs, self.config.metric.name, slots, self.echo
+            run_dir,
+            folds,
+            self.config.train.epochs,
+            self.config.metric.name,
+            self.slots(),
+            self.echo,
+            on_epoch=on_epoch,
         )
-        if self.echo is not None:
-            self.echo(
-                f"{run_dir.name}: {len(folds)} fold(s) as Ray tasks ({cpus} CPU"
-                f"{f', {gpus} GPU' if gpus else ''} each) on {len(nodes)} node(s): "
-                f"{', '.join(nodes)}"
+        jobs = [Job(competition.root, run_dir, fold, competition.config) for fold in folds]
+        for _, summary in self.run_jobs(JobSource(jobs, sealed=True), poll=progress.poll):
+            yield summary
+
+    def _submit(self, job: Job):
+        """Start one fold's Ray task, with the CPUs (and GPU) its run's config asks for."""
+        config = (job.config or self.config).to_dict()
+        gpus = 1 if self.device == "cuda" else 0
+        largest = max((n["Resources"].get("CPU", 0) for n in self.nodes()), default=0)
+        if ray_cpus(config) > largest:  # Ray would keep an infeasible task waiting forever
+            raise ConfigError(
+                f"{job.label()}: train.threads {ray_cpus(config)} asks for more CPUs than the "
+                f"largest node of the Ray cluster has ({largest:g}): lower train.threads"
             )
-        refs = {
-            task.remote(str(competition.root), run_dir.name, fold, config, self.device): fold
-            for fold in folds
-        }
-        pending = list(refs)
+        if self._task is None:
+            self._task = self.ray.remote(_fold_task)
+        task = self._task.options(
+            num_cpus=ray_cpus(config),
+            num_gpus=gpus,
+            max_retries=self.retries,
+            retry_exceptions=False,
+        )
+        return task.remote(str(job.root), job.run_dir.name, job.fold, config, self.device)
+
+    def run_jobs(self, source: JobSource, poll: Callable[[], object] = lambda: None):
+        """Train the jobs `source` gives as Ray tasks, all submitted as they come (Ray queues
+        what the cluster cannot start yet), until it is sealed and empty; yield (job, summary)
+        as each fold finishes. The storage check runs once, before the first task."""
+        ray = self.ray
+        refs: dict = {}  # task ref -> its job
         try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS * 2)
-                progress.poll()
+            while refs or not source.exhausted:
+                job = source.take()
+                while job is not None:
+                    if self.shared_nodes is None:
+                        check = self._check or self.start_check(job.run_dir, warm=True)
+                        self._check = None
+                        self.shared_nodes = self.finish_check(check)
+                        self._say_start(source, job)
+                    refs[self._submit(job)] = job
+                    job = source.take()
+                if not refs:
+                    poll()
+                    time.sleep(POLL_SECONDS)
+                    continue
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_SECONDS * 2)
+                poll()
                 for ref in ready:
-                    yield self._result(ref, refs[ref], run_dir)
-            progress.poll()
+                    job = refs.pop(ref)
+                    yield job, self._result(ref, job.fold, job.run_dir)
+            poll()
         finally:
-            for ref in pending:  # an error or Ctrl-C: stop the folds still running
+            for ref in refs:  # an error or Ctrl-C: stop the folds still running
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+
+    def _say_start(self, source: JobSource, job: Job) -> None:
+        if self.echo is None:
+            return
+        config = (job.config or self.config).to_dict()
+        cpus, gpus = ray_cpus(config), 1 if self.device == "cuda" else 0
+        self.echo(
+            f"{source.describe()} as Ray tasks ({cpus} CPU"
+            f"{f', {gpus} GPU' if gpus else ''} each) on {len(self.shared_nodes)} node(s): "
+            f"{', '.join(self.shared_nodes)}"
+        )
 
     def _result(self, ref, fold: int, run_dir: Path) -> dict:
         ray = self.ray
@@ -848,7 +1078,8 @@ def create_runner(
     if parallel and cluster:
         raise KitError("give --parallel (folds side by side here) or --cluster (Ray), not both")
     if cluster:
-        return RayRunner(config, cluster, echo=echo)
+        runs_dir = getattr(target, "runs_dir", None)
+        return RayRunner(config, cluster, echo=echo, runs_dir=runs_dir)
     if parallel:
         return LocalRunner(config, parallel, root=root, echo=echo)
     return contextlib.nullcontext()

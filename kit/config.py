@@ -28,10 +28,11 @@ from kit.choices import (
     TaskType,
     ViewMerge,
 )
-from kit.errors import ConfigError
+from kit.errors import ConfigError, KitError
 from kit.fileio import write_text
 from kit.infer.views import check_view_names
 from kit.metrics import get_metric
+from kit.names import check_name
 from kit.task import task_class
 
 CONFIG_NAME = "kit.toml"
@@ -266,6 +267,11 @@ class TrackSection:
     experiment: str = ""  # MLflow experiment name; "" = the competition's name
 
 
+class RunList(tuple):
+    """kit.toml's [[runs]]: its RunSpec entries in file order (a tuple, so a Config copies and
+    compares by value; no annotations, so it is not mistaken for a section of keys)."""
+
+
 @dataclass
 class Config:
     competition: CompetitionSection = field(default_factory=CompetitionSection)
@@ -282,9 +288,92 @@ class Config:
     kernel: KernelSection = field(default_factory=KernelSection)
     sweep: SweepSection = field(default_factory=SweepSection)  # `kit sweep`'s search
     track: TrackSection = field(default_factory=TrackSection)  # experiment tracking
+    # [[runs]]: `kit train --runs` trains each entry as its own run, one job set (RunSpec)
+    runs: RunList = field(default_factory=RunList)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The sections of one run's config (a run's own config.toml has no [[runs]] list)."""
+        data = dataclasses.asdict(self)
+        data.pop("runs")
+        return data
+
+
+RUNS_KEY = "runs"  # kit.toml's [[runs]] array of tables
+RUN_FIXED_SECTIONS = ("competition", "folds", "sweep", "track")  # shared by every run of a list
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One [[runs]] entry: a run name and the dotted overrides it trains with."""
+
+    name: str  # the run's name (kit.names slug rule)
+    overrides: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value, as --set
+
+    def origins(self) -> dict[str, str]:
+        return {key: f'[[runs]] {self.name!r} set "{key}"' for key in self.overrides}
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any], origins: dict[str, str]) -> Config:
+    """config with dotted `section.key` overrides applied, checked as kit.toml itself is."""
+    raw = config.to_dict()
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})[name] = value
+    return config_from_dict(raw, origins=origins)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    """{model = {name = "x"}} and {"model.name" = "x"} both give {"model.name": "x"}."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else key, inner, out)
+    else:
+        out[prefix] = value
+
+
+def _run_specs(entries: Any, base: Config, source: str) -> list[RunSpec]:
+    """[[runs]] checked: each entry a table with a slug `name` and a `set` of config overrides
+    that build a valid config; names unique."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(
+            f"runs in {source} must be [[runs]] tables, e.g. "
+            '[[runs]] name = "r18" set = { "model.name" = "resnet18" }'
+        )
+    specs, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f"[[runs]] entry {index + 1} in {source}"
+        unknown = sorted(set(entry) - {"name", "set"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; an entry has name and set")
+        if not isinstance(entry.get("name"), str):
+            raise ConfigError(f'{where}: needs name = "RUN", the run\'s name')
+        try:
+            name = check_name(entry["name"])
+        except KitError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        if name in seen:
+            raise ConfigError(f"{where}: run name {name!r} is listed twice; names must differ")
+        seen.add(name)
+        if not isinstance(entry.get("set", {}), dict):
+            raise ConfigError(
+                f'{where} ({name}): set must be a table, e.g. {{ "train.lr" = 1e-3 }}'
+            )
+        overrides: dict[str, Any] = {}
+        _flatten("", entry.get("set", {}), overrides)
+        for key in overrides:
+            section, _, key_name = key.partition(".")
+            if not key_name or "." in key_name:
+                raise ConfigError(f"{where} ({name}): set key {key!r} must be section.key")
+            if not hasattr(base, section) or section == RUNS_KEY:
+                raise ConfigError(f"{where} ({name}): set key {key!r}: no section [{section}]")
+            if section in RUN_FIXED_SECTIONS:
+                raise ConfigError(
+                    f"{where} ({name}): set key {key!r}: [{section}] is shared by every run"
+                )
+        spec = RunSpec(name, overrides)
+        apply_overrides(base, overrides, spec.origins())  # a bad value fails at load
+        specs.append(spec)
+    return specs
 
 
 def _suggest(name: str, options: list[str]) -> str:
@@ -386,7 +475,9 @@ def config_from_dict(
     """
     config = Config()
     origins = origins or {}
-    sections = [f.name for f in dataclasses.fields(config)]
+    sections = [f.name for f in dataclasses.fields(config) if f.name != RUNS_KEY]
+    run_entries = raw.get(RUNS_KEY)
+    raw = {name: values for name, values in raw.items() if name != RUNS_KEY}
     for name, values in raw.items():
         if name not in sections:
             raise ConfigError(f"unknown section [{name}] in {source}: {_suggest(name, sections)}")
@@ -394,6 +485,8 @@ def config_from_dict(
             raise ConfigError(f"[{name}] in {source} must be a table of keys")
         _apply(getattr(config, name), values, name, origins)
     check_rules(config, origins)
+    if run_entries is not None:
+        config.runs = RunList(_run_specs(run_entries, config, source))
     return config
 
 

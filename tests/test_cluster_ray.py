@@ -181,3 +181,38 @@ def test_a_driver_killed_mid_fold_resumes_on_the_cluster(ray_cluster, digits):
     cut, whole = read_oof(competition, "cut"), read_oof(competition, "whole")
     np.testing.assert_allclose(cut.to_numpy(), whole.to_numpy(), rtol=0, atol=1e-6)
     assert resumed["cv"] == pytest.approx(reference["cv"], abs=1e-9)
+
+
+def test_a_job_set_and_sweep_trials_share_the_cluster_with_warm_workers(ray_cluster, digits):
+    """`kit train --name a,b --cluster`: four folds of two runs on both nodes' warm workers,
+    each run complete with the children's epoch scalars; then two sweep trials on it."""
+    from kit.workbench.sweep import run_sweep
+    from kit.workbench.track import read_scalars
+
+    competition = Competition.load(digits.root, EXACT)
+    make_folds(competition)
+    args = ["train", "-C", str(digits.root), *[f"--set={o}" for o in EXACT], "--folds", "0,1"]
+    out = CliRunner().invoke(cli, [*args, "--name", "a,b", "--cluster", ray_cluster["gcs"]])
+    assert out.exit_code == 0, out.output
+    assert "2 run(s) (a, b): 4 fold(s) as Ray tasks (1 CPU each) on 2 node(s)" in out.output
+    starts = [
+        json.loads(line)
+        for run in ("a", "b")
+        for line in (competition.runs_dir / run / "log.jsonl").open()
+        if '"fold_start"' in line
+    ]
+    assert len(starts) == 4 and len({s["where"] for s in starts}) == 2  # both nodes
+    assert len({s["pid"] for s in starts}) == 2  # one warm worker per node took every fold
+    for run in ("a", "b"):
+        assert json.loads((competition.runs_dir / run / "metrics.json").read_text())[
+            "fold_ids"
+        ] == [0, 1]
+        scalars = read_scalars(competition.runs_dir / run)
+        assert [step for step, _ in scalars["fold1/val_loss"]] == [1, 2]  # from the workers
+
+    space = 'sweep.params={ "train.lr" = { low = 1e-3, high = 1e-2, log = true } }'
+    sweepable = Competition.load(digits.root, [*EXACT, space])
+    summary = run_sweep(sweepable, "wide", trials=2, folds=1, progress=False,
+                        cluster=ray_cluster["gcs"])  # fmt: skip
+    assert summary["counts"]["complete"] == 2
+    assert not list(competition.runs_dir.glob("**/.cluster-check/*"))  # markers cleaned up

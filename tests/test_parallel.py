@@ -126,3 +126,11 @@ def test_cli_parallel_trains_and_refuses_nonsense(tiny):
     metrics = json.loads((tiny.runs_dir / "p" / "metrics.json").read_text())
     share = max(1, len(os.sched_getaffinity(0)) // 2)  # the cores, split over 2 slots
     assert metrics["fold_ids"] == [0, 1] and metrics["threads"] == [share, share]
+    from kit.workbench.track import read_scalars  # the children's epochs reach the tracker
+
+    scalars = read_scalars(tiny.runs_dir / "p")
+    assert (
+        [step for step, _ in scalars["fold0/loss"]]
+        == [step for step, _ in scalars["fold1/lr"]]
+        == [1]
+    )

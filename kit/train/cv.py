@@ -248,7 +248,8 @@ def _train_folds(job: FoldJob, run: str, chosen, *, tracker, on_fold, runner) ->
     main = ddp.is_main()
     todo = [k for k in chosen if not (job.resume and Fold(run_dir, k).finished)]
     if runner is not None:  # kit.cluster: each fold is train_one_fold in a child or a Ray task
-        for summary in runner(competition, run_dir, todo):  # as the folds finish
+        on_epoch = tracker.epoch if tracker is not None else None  # read from log.jsonl
+        for summary in runner(competition, run_dir, todo, on_epoch=on_epoch):  # as folds finish
             if tracker is not None:
                 tracker.fold(summary)
             if on_fold is not None:

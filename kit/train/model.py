@@ -29,7 +29,6 @@ def check_model_name(name: str) -> None:
 
 def create_model(settings: ModelSection, num_classes: int, root: Path | None = None):
     """A timm model with a fresh num_classes head; never downloads from a hub."""
-
     check_model_name(settings.name)
     kwargs = {"num_classes": num_classes, "drop_rate": settings.drop_rate}
     if not settings.pretrained_file:

@@ -26,11 +26,15 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import queue
 import re
 import shutil
+import threading
+import time
 import warnings
 from pathlib import Path
 
+from kit.cluster import create_runner
 from kit.competition import Competition
 from kit.config import Config, config_from_dict
 from kit.data.folds import training_table
@@ -40,6 +44,7 @@ from kit.ledger import record_run
 from kit.metrics import get_metric
 from kit.run import Run
 from kit.train.cv import train_run
+from kit.train.jobset import JobSet
 
 SWEEPS_DIR = "sweeps"  # under runs/: one folder per study
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$")
@@ -129,9 +134,14 @@ def run_sweep(
     timeout: float | None = None,
     folds: int | None = None,
     progress: bool = True,
+    parallel: str | None = None,
+    cluster: str | None = None,
 ) -> dict:
     """Run (or resume) the study `name` until it holds `trials` finished or pruned trials, or
-    `timeout` seconds pass; return runs/sweeps/<name>/summary.json's content."""
+    `timeout` seconds pass; return runs/sweeps/<name>/summary.json's content.
+
+    parallel/cluster: the trials' folds run on kit.cluster's scheduler (`kit train --parallel`
+    / `--cluster`), as many trials at once as fill its slots (optimize_on_runner)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -175,13 +185,19 @@ def run_sweep(
     study.set_user_attr("metric", metric.name)
     study.set_user_attr("folds", chosen)
 
-    def objective(trial) -> float:
-        values = {key: suggest(trial, key, spec) for key, spec in space.items()}
+    def propose(trial) -> dict:
+        return {key: suggest(trial, key, spec) for key, spec in space.items()}
+
+    def objective(trial, values: dict | None = None, runner_for=None) -> float:
+        """One trial's run; values: already proposed (asked ahead); runner_for(run): the
+        scheduler's feed the run's folds go to."""
+        values = propose(trial) if values is None else values
         # a retry of a trial whose process died inherits its user attrs, so its run continues
         run = trial.user_attrs.get("run") or f"{name}-t{trial.number:03d}"
         trial.set_user_attr("run", run)
         trial_competition = with_values(competition, values)
         resume = Run(competition, run).exists  # a retried trial
+        runner = runner_for(run) if runner_for is not None else None
 
         def on_fold(summary: dict) -> None:
             trial.report(summary["score"], chosen.index(summary["fold"]))
@@ -199,8 +215,11 @@ def run_sweep(
                 progress=progress,
                 resume=resume,
                 on_fold=on_fold,
+                runner=runner,
             )
         except optuna.TrialPruned:
+            if runner is not None:
+                runner.settle()  # its folds still training end before its folder goes
             shutil.rmtree(competition.runs_dir / run, ignore_errors=True)
             if progress:
                 print(f"trial {trial.number} ({run}): pruned")
@@ -216,13 +235,100 @@ def run_sweep(
 
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
     remaining = trials - len(study.get_trials(deepcopy=False, states=counted))
-    if remaining > 0:
+    if remaining > 0 and (parallel or cluster):
+        echo = print if progress else None
+        with create_runner(competition, parallel=parallel, cluster=cluster, echo=echo) as runner:
+            optimize_on_runner(
+                study,
+                objective,
+                propose,
+                runner,
+                trials=trials,
+                timeout=timeout,
+                folds=len(chosen),
+                echo=echo,
+            )
+    elif remaining > 0:
         study.optimize(
             objective,
             timeout=timeout or None,
             callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)],
         )
     return summarise(competition, name, study, metric.name, chosen)
+
+
+def optimize_on_runner(
+    study, objective, propose, runner, *, trials: int, timeout: float, folds: int, echo=None
+) -> None:
+    """study.optimize for trials whose folds share one kit.cluster runner.
+
+    Ask/tell: this thread asks each trial and proposes its values in trial order, so a seeded
+    sampler proposes what a sequential sweep would for the trials it draws without looking at
+    results (TPE's first n_startup_trials = 10, random search, a grid, enqueued trials); each
+    trial's run is then assembled as if trained alone. As many trials run at once as fill the
+    runner's slots (slots ÷ folds per trial, rounded up). What differs from a sequential sweep:
+    a trial proposed while earlier ones still train does not see their results (TPE after its
+    startup trials, so the values differ), and the median pruner compares a fold's score with
+    the trials that reported that fold by then, so it may prune less.
+    """
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize uses
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+    jobset = JobSet(runner, echo=echo, expected=trials * folds)
+    jobset.started.set()  # no barrier: the trials' names are the sweep's own
+    width = max(1, -(-jobset.slots() // max(1, folds)))  # trials at once
+    ended: queue.Queue = queue.Queue()  # (trial, value or the exception it raised)
+
+    def body(trial, values) -> None:
+        with get_heartbeat_thread(trial._trial_id, study._storage):  # a crash is retried
+            try:
+                outcome = objective(trial, values, jobset.feed)
+            except BaseException as error:  # noqa: BLE001 - told to the study by the caller
+                outcome = error
+        ended.put((trial, outcome))
+
+    server = jobset.serve_in_thread()
+    started = time.monotonic()
+    running = 0
+    failure: BaseException | None = None
+    try:
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # trials of a crashed process: retried
+            held = len(study.get_trials(deepcopy=False, states=counted))
+            late = bool(timeout) and time.monotonic() - started > timeout
+            while failure is None and not late and running < width and held + running < trials:
+                with warnings.catch_warnings():  # body() runs the heartbeat optimize would
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trial = study.ask()
+                values = propose(trial)
+                threading.Thread(target=body, args=(trial, values), daemon=True).start()
+                running += 1
+            if not running:
+                break
+            while True:  # in steps, so that Ctrl-C reaches this thread at once
+                with contextlib.suppress(queue.Empty):
+                    trial, outcome = ended.get(timeout=1)
+                    break
+            running -= 1
+            if isinstance(outcome, optuna.TrialPruned):
+                study.tell(trial, state=TrialState.PRUNED)
+            elif isinstance(outcome, BaseException):
+                study.tell(trial, state=TrialState.FAIL)
+                failure = failure or outcome  # as study.optimize: the sweep stops with it
+            else:
+                study.tell(trial, outcome)
+    except KeyboardInterrupt:
+        jobset.stop(KitError("interrupted"))
+        raise
+    finally:
+        jobset.source.seal()
+        server.join(timeout=60)
+    if failure is not None:
+        raise jobset.error or failure  # the scheduler's own error, if it stopped the trials
 
 
 @contextlib.contextmanager
