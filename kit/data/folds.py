@@ -166,7 +166,8 @@ def training_table(
     """
     from kit.data.index import bad_images
 
-    items, task = competition_task(competition, read_train_items(competition))
+    items = read_train_items(competition, check_files=check_images)
+    items, task = competition_task(competition, items)
     folds = read_folds(competition)
     merged = items.merge(folds[["id", "fold"]], on="id", how="left")
     if merged["fold"].isna().any():
