@@ -1,6 +1,6 @@
 """img/s per core of kit's training loader for 512-px JPEGs trained at 224 px, default train aug.
 
-    python benchmarks/loader.py [--images 400] [--source 512] [--size 224] [--rounds 3]
+    python benchmarks/loader.py [--images 400] [--source 512] [--size 224] [--rounds 3] [--two-pass]
 
 Writes --images photo-like JPEGs (smooth shading, edges, grain; quality 90) of --source px to a
 temp folder, then runs kit's own path: kit.data.cache.create_image_source (as training builds it,
@@ -9,7 +9,9 @@ augment.train of kit.toml (Resize to --size, then Affine) -> DataLoader collate,
 (num_workers 0, torch and OpenCV at one thread), so the figure is per core. Time is CPU time of
 the process (os.times), which other processes on a shared machine do not inflate; the wall
 figure is printed beside it. The same loader with the reduced decode turned off is timed in
-alternation (the old path). The last line is `img_per_s_per_core=<x>` (goal >= 700; it was 412).
+alternation (the old path), and with --two-pass the Resize and Affine as two passes too (kit
+runs them as one warp: kit.data.fused). The last line is `img_per_s_per_core=<x>` (goal >= 700;
+it was 412).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="px of the network input")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--two-pass", action="store_true",
+                        help="also time Resize + Affine as two passes")  # fmt: skip
     args = parser.parse_args()
 
     import numpy as np
@@ -84,9 +88,18 @@ def main() -> None:
         reduced = create_image_source(config, augment=config.augment.train)
         full = create_image_source(config, augment=config.augment.train)
         full.decode_size = 0  # the old path: decode every pixel, then resize
+        arms = [("kit", reduced, transform), ("full decode", full, transform)]
+        if args.two_pass:  # what create_transform built before kit.data.fused
+            import albumentations as A
+
+            from kit.data.transforms import build_steps
+
+            steps = build_steps(config.augment.train, "augment.train")
+            two = A.Compose([A.Resize(args.size, args.size), *steps])
+            arms.append(("two passes", reduced, two))
         loaders = {}
-        for name, source in (("kit", reduced), ("full decode", full)):
-            dataset = ImageDataset(paths, np.zeros(len(paths), np.int64), transform, source)
+        for name, source, pipeline in arms:
+            dataset = ImageDataset(paths, np.zeros(len(paths), np.int64), pipeline, source)
             loaders[name] = DataLoader(dataset, batch_size=args.batch, num_workers=0)
         for loader in loaders.values():
             one_pass(loader)  # warm the page cache and the code paths
@@ -106,6 +119,9 @@ def main() -> None:
     kit_cpu, _, kit_seen = totals["kit"]
     full_cpu, _, full_seen = totals["full decode"]
     print(f"speed-up over the full decode: {(kit_seen / kit_cpu) / (full_seen / full_cpu):.2f}x")
+    if "two passes" in totals:
+        two_cpu, _, two_seen = totals["two passes"]
+        print(f"speed-up over two passes: {(kit_seen / kit_cpu) / (two_seen / two_cpu):.2f}x")
     print(f"img_per_s_per_core={kit_seen / kit_cpu:.1f}")
 
 

@@ -7,8 +7,9 @@ Writes --images photo-like JPEGs of --source px, then predicts them with the 8 d
 and a randomly initialised timm model on this machine, three ways:
 
 - kit: kit's own path: create_image_source (a JPEG twice the input or more is decoded at reduced
-  size), ImageDataset + DataLoader, the views made on the device from the one decoded batch,
-  forward passes sized by kit.device.PassBudget, probabilities merged by their mean;
+  size), ImageDataset + DataLoader, the model as kit.infer.predict.inference_model prepares it
+  (NHWC with the default train.channels_last), the views made on the device from the one decoded
+  batch, forward passes sized by kit.device.PassBudget, probabilities merged by their mean;
 - ttach: a plain DataLoader (PIL full decode, the same resize) feeding ttach's
   ClassificationTTAWrapper (d4_transform, mean) when ttach is installed (pip install -e .[bench]);
   otherwise the same algorithm written out (for each view: transform the batch, forward, softmax;
@@ -25,6 +26,7 @@ thread (set here). Printed: seconds of each, and kit / per-view; the last line i
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -106,7 +108,7 @@ def main() -> None:
     from kit.data.dataset import ImageDataset
     from kit.data.transforms import create_transform
     from kit.device import PassBudget, normalise, set_threads, to_unit_float
-    from kit.infer.predict import _forward
+    from kit.infer.predict import _forward, inference_model
     from kit.infer.tta import parse_view
     from kit.task import Task
 
@@ -132,12 +134,14 @@ def main() -> None:
                                 batch_size=args.batch)  # fmt: skip
         plain_loader = DataLoader(PlainImages(paths, transform), batch_size=args.batch)
 
+        kit_model = inference_model(copy.deepcopy(model), device, config.train.channels_last)
+
         def kit_tta() -> np.ndarray:
             out, budget = [], PassBudget(device)
             with torch.no_grad():
                 for images, _ in kit_loader:
                     x = to_unit_float(images, device)
-                    probs = _forward(model, x, views, mean, std, device, False, task, budget)
+                    probs = _forward(kit_model, x, views, mean, std, device, False, task, budget)
                     out.append(probs.mean(axis=0))
             return np.concatenate(out)
 

@@ -147,7 +147,7 @@ class TrainSection:
     threads: int = bounded(0, ge=0)
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16)
-    channels_last: bool = True  # NHWC memory layout on CUDA (faster convolutions); CPU ignores it
+    channels_last: bool = True  # NHWC (faster convolutions): CUDA training; prediction anywhere
     schedule: Schedule = "cosine"  # "cosine" (linear warm-up, cosine decay) or "onecycle"
     accumulate: int = bounded(1, ge=1)  # batches whose gradients add up before one optimiser step
     # max gradient L2 norm, after unscaling; 0 = no clipping

@@ -161,7 +161,8 @@ def training_table(
     only changed files are looked at again); check_images=False skips it, for the commands that
     never read pixels (a blend of prediction tables).
     """
-    items, task = competition_task(competition, read_train_items(competition))
+    items = read_train_items(competition, check_files=check_images)
+    items, task = competition_task(competition, items)
     folds = read_folds(competition)
     merged = items.merge(folds[["id", "fold"]], on="id", how="left")
     if merged["fold"].isna().any():

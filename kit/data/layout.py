@@ -82,8 +82,9 @@ def read_csv_table(
     return table
 
 
-def read_train_items(competition: Competition) -> pd.DataFrame:
-    """id, path, target (+ group, + bbox columns) for every training image."""
+def read_train_items(competition: Competition, check_files: bool = True) -> pd.DataFrame:
+    """id, path, target (+ group, + bbox columns) for every training image; check_files=False
+    skips looking for each image file of a csv layout (for commands that read no pixels)."""
     data = competition.config.data
     set_max_pixels(data.max_pixels)
     if data.layout not in LAYOUTS:
@@ -92,7 +93,7 @@ def read_train_items(competition: Competition) -> pd.DataFrame:
         )
     image_dir = competition.path(data.train_dir)
     if data.layout == "csv":
-        items = _csv_items(competition, image_dir)
+        items = _csv_items(competition, image_dir, check_files)
     else:
         _require_data(competition, image_dir, "training images folder")
         files = _image_files(image_dir)
@@ -115,7 +116,7 @@ def read_train_items(competition: Competition) -> pd.DataFrame:
     return items
 
 
-def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
+def _csv_items(competition: Competition, image_dir: Path, check_files: bool = True) -> pd.DataFrame:
     data, folds = competition.config.data, competition.config.folds
     csv = competition.path(data.train_csv)
     _require_data(competition, csv, "training table")
@@ -154,7 +155,8 @@ def _csv_items(competition: Competition, image_dir: Path) -> pd.DataFrame:
         items["group"] = table[folds.group_column].astype(str)
     for column in data.bbox_columns:
         items[column] = pd.to_numeric(table[column], errors="raise")
-    _check_files(items, csv, image_dir, data.image_ext)
+    if check_files:
+        _check_files(items, csv, image_dir, data.image_ext)
     return items
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import albumentations as A
 
+from kit.data.fused import ResizeAffine, fusable
 from kit.errors import ConfigError
 
 # ops that set the image size: a pipeline holding one of them is not resized up front
@@ -158,7 +159,19 @@ def create_transform(specs: list[dict[str, Any]], image_size: int, where: str = 
         if message:
             warnings.warn(message, SlowPipelineWarning, stacklevel=2)
         return A.Compose([*steps, A.Resize(image_size, image_size)])
+    fused = _fused_resize(specs, image_size)
+    if fused is not None:  # the resize and the Affine after it as one warp
+        return A.Compose([fused, *steps[1:]])
     return A.Compose([A.Resize(image_size, image_size), *steps])
+
+
+def _fused_resize(specs: list[dict[str, Any]], image_size: int):
+    """kit.data.fused.ResizeAffine for a pipeline starting with an always-on Affine, else None."""
+
+    if not specs or not fusable(specs[0]):
+        return None
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in specs[0].items() if k != "name"}
+    return ResizeAffine(image_size, **args)
 
 
 def create_preprocess(specs: list[dict[str, Any]], where: str = "data.preprocess"):

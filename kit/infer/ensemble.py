@@ -27,7 +27,7 @@ from kit.infer.merge import merge
 from kit.metrics import best_improvement, get_metric
 from kit.results import BlendCard
 from kit.run import OOF_NAME, check_prediction_ids, read_predictions
-from kit.submission import write_submission
+from kit.submission import read_sample, write_submission
 from kit.task import Task
 
 METHODS = choices(BlendMethod)
@@ -166,8 +166,8 @@ def ensemble_runs(
     metric = get_metric(competition.config.metric.name, task.kind)
     sample_column = competition.config.submission.id_column
     sample_path = competition.path(competition.config.data.sample_submission)
-    sample_ids = pd.read_csv(sample_path, dtype={sample_column: str}, usecols=[sample_column])
-    sample_ids = sample_ids[sample_column].rename("id")
+    sample = read_sample(sample_path, sample_column)  # the ids; the other columns are not parsed
+    sample_ids = sample[sample_column].rename("id")
     members = _load_members(competition, runs, task, sample_ids, finished_only)
     test_stack = np.empty((len(members), *members[0].test.shape), dtype=np.float32)
     for i, member in enumerate(members):
@@ -244,7 +244,7 @@ def ensemble_runs(
     test_values = blend(test_stack, method, task, w)
     submitted = pd.DataFrame(decision.apply(test_values, task), columns=task.columns)
     submitted.insert(0, "id", sample_ids.to_numpy())
-    path = write_submission(competition, submitted, task, name)
+    path = write_submission(competition, submitted, task, name, sample_ids=sample)
 
     weights_used = (np.full(len(runs), 1 / len(runs)) if w is None else w).tolist()
     card = {
