@@ -273,6 +273,26 @@ class JobSource:
 # the run-level view: every fold's progress, read from log.jsonl as the workers append to it
 
 
+def run_folds(runner, run_dir: Path, jobs: list[Job], slots: int, on_epoch) -> Iterator[dict]:
+    """One run's fold jobs on a runner (LocalRunner or RayRunner): each summary as its fold
+    finishes, under one ClusterProgress view that also feeds on_epoch from log.jsonl."""
+    if not jobs:
+        return
+    config = runner.config
+    folds = [job.fold for job in jobs]
+    progress = ClusterProgress(
+        run_dir,
+        folds,
+        config.train.epochs,
+        config.metric.name,
+        slots,
+        runner.echo,
+        on_epoch=on_epoch,
+    )
+    for _, summary in runner.run_jobs(JobSource(jobs, sealed=True), poll=progress.poll):
+        yield summary
+
+
 class ClusterProgress:
     """Tails runs/<run>/log.jsonl and prints one line per fold start, epoch and fold end:
     fold k/N, where it runs, its epoch, and an ETA for the whole run."""
@@ -583,20 +603,8 @@ class LocalRunner:
 
         on_epoch(event): each epoch event the folds append to log.jsonl, as the tracker of a
         sequential run gets it (read within POLL_SECONDS, all of a fold's before its summary)."""
-        if not folds:
-            return
-        progress = ClusterProgress(
-            run_dir,
-            folds,
-            self.config.train.epochs,
-            self.config.metric.name,
-            len(self.slots(len(folds))),
-            self.echo,
-            on_epoch=on_epoch,
-        )
-        jobs = JobSource([Job(competition.root, run_dir, fold) for fold in folds], sealed=True)
-        for _, summary in self.run_jobs(jobs, poll=progress.poll):
-            yield summary
+        jobs = [Job(competition.root, run_dir, fold) for fold in folds]
+        yield from run_folds(self, run_dir, jobs, len(self.slots(len(folds))), on_epoch)
 
     def run_jobs(self, source: JobSource, poll: Callable[[], object] = lambda: None):
         """Train the jobs `source` gives (folds of any runs of this competition), each slot's in
@@ -968,20 +976,8 @@ class RayRunner:
     ) -> Iterator[dict]:
         """Train `folds` as Ray tasks; yield each fold's summary as it finishes.
         on_epoch(event): each epoch event of log.jsonl, as in LocalRunner.__call__."""
-        if not folds:
-            return
-        progress = ClusterProgress(
-            run_dir,
-            folds,
-            self.config.train.epochs,
-            self.config.metric.name,
-            self.slots(),
-            self.echo,
-            on_epoch=on_epoch,
-        )
         jobs = [Job(competition.root, run_dir, fold, competition.config) for fold in folds]
-        for _, summary in self.run_jobs(JobSource(jobs, sealed=True), poll=progress.poll):
-            yield summary
+        yield from run_folds(self, run_dir, jobs, self.slots(), on_epoch)
 
     def _submit(self, job: Job):
         """Start one fold's Ray task, with the CPUs (and GPU) its run's config asks for."""
