@@ -69,6 +69,7 @@ def wait(driver):
 def test_a_browser_logs_in_uploads_and_sees_its_score(browser, tmp_path, kit_home):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.expected_conditions import (
+        staleness_of,
         url_contains,
         visibility_of_element_located,
     )
@@ -118,8 +119,9 @@ def test_a_browser_logs_in_uploads_and_sees_its_score(browser, tmp_path, kit_hom
         assert "4 of 5" in browser.find_element(By.ID, "remaining").text
         shoot(browser, tmp_path, "submit-refused")
         # the host's pages, with the host token
-        browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
-        wait(browser).until(url_contains("/"))
+        logout = browser.find_element(By.CSS_SELECTOR, "form[action='/logout'] button")
+        logout.click()
+        wait(browser).until(staleness_of(logout))  # the logout's answer replaced the page
         browser.get(server.url + "/login")
         browser.find_element(By.ID, "token").send_keys(made["host_token"])
         browser.find_element(By.ID, "login").click()
