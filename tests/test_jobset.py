@@ -9,17 +9,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
+from run_support import ledger_row, read_oof
 
 from kit.cli import cli
 from kit.cluster import LocalRunner
 from kit.competition import Competition
 from kit.data.folds import make_folds
 from kit.errors import KitError
-from kit.ledger import connect
 from kit.run import Run
 from kit.train.cv import train_run
 from kit.train.jobset import plan_runs, train_runs
@@ -35,17 +34,6 @@ name = "base"
 name = "fast"
 set = { "train.lr" = 0.003, model = { drop_rate = 0.1 } }
 """
-
-
-def read_oof(competition: Competition, run: str) -> pd.DataFrame:
-    return pd.read_csv(competition.runs_dir / run / "oof.csv", dtype={"id": str}).set_index("id")
-
-
-def ledger_row(competition: Competition, run: str) -> dict:
-    with connect(competition) as db:
-        cursor = db.execute("select * from runs where run = ?", (run,))
-        names = [c[0] for c in cursor.description]
-        return dict(zip(names, cursor.fetchone(), strict=True))
 
 
 def add_table(competition: Competition, text: str) -> None:

@@ -10,33 +10,21 @@ import signal
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
+from run_support import ledger_row, read_oof
 
 from kit.cli import cli
 from kit.cluster import ClusterProgress, LocalRunner, parse_parallel, plan_slots
 from kit.competition import Competition
 from kit.data.folds import make_folds
 from kit.errors import KitError
-from kit.ledger import connect
 from kit.train.cv import train_run
 
 # exact on CPU: deterministic kernels, one torch thread per fold, a checkpoint every step
 EXACT = [*TINY, "train.epochs=2", "train.checkpoint_every=1", "train.deterministic=true",
          "train.device=cpu", "train.threads=1"]  # fmt: skip
-
-
-def read_oof(competition: Competition, run: str) -> pd.DataFrame:
-    return pd.read_csv(competition.runs_dir / run / "oof.csv", dtype={"id": str}).set_index("id")
-
-
-def ledger_row(competition: Competition, run: str) -> dict:
-    with connect(competition) as db:
-        cursor = db.execute("select * from runs where run = ?", (run,))
-        names = [c[0] for c in cursor.description]
-        return dict(zip(names, cursor.fetchone(), strict=True))
 
 
 def test_plan_slots_split_cores_and_gpus():
