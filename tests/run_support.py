@@ -1,11 +1,16 @@
-"""Reading a trained run back in tests: its OOF table and its ledger row."""
+"""Test helpers: a tiny trained run, reading a run back (OOF, ledger row), running a notebook."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from kit.competition import Competition
+from kit.data.download import download
+from kit.data.folds import make_folds
 from kit.ledger import connect
+from kit.scaffold import new_competition
+from kit.train.cv import train_run
 
 
 def read_oof(competition: Competition, run: str) -> pd.DataFrame:
@@ -17,3 +22,26 @@ def ledger_row(competition: Competition, run: str) -> dict:
         cursor = db.execute("select * from runs where run = ?", (run,))
         names = [c[0] for c in cursor.description]
         return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+def trained_digits(root, overrides) -> Competition:
+    """Run r1 trained on 150 digits under root (its own KIT_HOME), with the given --set values."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KIT_HOME", str(root / "home"))
+        competition = new_competition("digits", root / "competitions", example="digits")
+        download(competition, limit=150)
+        competition = Competition.load(competition.root, overrides)
+        make_folds(competition)
+        train_run(competition, "r1", progress=False)
+    return competition
+
+
+def notebook_outputs(path, timeout: int) -> list:
+    """Execute the notebook at path in its own folder; every code cell's outputs, in order."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    resources = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(notebook, timeout=timeout, resources=resources).execute()
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]

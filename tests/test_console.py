@@ -9,6 +9,7 @@ import re
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from run_support import notebook_outputs
 
 from kit.cli import cli
 from kit.ledger import format_runs_table, format_seconds
@@ -107,15 +108,7 @@ def test_runs_show_submit_and_pseudo_print_for_people(submitted):
 
 @pytest.mark.slow
 def test_the_eda_notebook_prints_plain_numbers_that_match_eda_html(digits):
-    import nbformat
-    from nbclient import NotebookClient
-
-    path = digits.root / "notebooks" / "eda.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook, timeout=180, resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = notebook_outputs(digits.root / "notebooks" / "eda.ipynb", timeout=180)
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "np.int64" not in text and "np.float" not in text

@@ -9,31 +9,18 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
+from run_support import trained_digits
 
 from kit.cli import cli
-from kit.competition import Competition
 from kit.errors import KitError
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-fold, 1-epoch run on 150 digits."""
-    from kit.data.download import download
-    from kit.data.folds import make_folds
-    from kit.scaffold import new_competition
-    from kit.train.cv import train_run
-
-    root = tmp_path_factory.mktemp("export")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KIT_HOME", str(root / "home"))
-        competition = new_competition("digits", root / "competitions", example="digits")
-        download(competition, limit=150)
-        competition = Competition.load(
-            competition.root, [*TINY, "folds.n_splits=2", "train.num_workers=0"]
-        )
-        make_folds(competition)
-        train_run(competition, "r1", progress=False)
-    return competition
+    return trained_digits(
+        tmp_path_factory.mktemp("export"), [*TINY, "folds.n_splits=2", "train.num_workers=0"]
+    )
 
 
 def oof_inputs(competition, fold: int):

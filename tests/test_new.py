@@ -2,6 +2,7 @@ import json
 
 import nbformat
 import pytest
+from run_support import notebook_outputs
 
 from kit.errors import ConfigError, KitError
 from kit.scaffold import new_competition
@@ -45,14 +46,7 @@ def test_new_refuses_an_existing_folder_and_bad_names(tmp_path):
 
 @pytest.mark.slow
 def test_eda_notebook_runs_top_to_bottom(digits):
-    from nbclient import NotebookClient
-
-    path = digits.root / "notebooks" / "eda.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook, timeout=120, resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = notebook_outputs(digits.root / "notebooks" / "eda.ipynb", timeout=120)
     assert not [o for o in outputs if o.output_type == "error"]
     text = json.dumps([o.get("text", "") for o in outputs])
     assert "120 training images, 30 test images, 10 classes" in text

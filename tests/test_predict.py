@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
+from run_support import trained_digits
 
 from kit.cli import cli
 from kit.competition import Competition
@@ -24,20 +25,7 @@ BINARY = Task("binary", (0, 1))
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny run (3 folds, 1 epoch, 150 digits) shared by this module's tests."""
-    from kit.data.download import download
-    from kit.data.folds import make_folds
-    from kit.scaffold import new_competition
-    from kit.train.cv import train_run
-
-    root = tmp_path_factory.mktemp("predict")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KIT_HOME", str(root / "home"))
-        competition = new_competition("digits", root / "competitions", example="digits")
-        download(competition, limit=150)
-        competition = Competition.load(competition.root, TINY)
-        make_folds(competition)
-        train_run(competition, "r1", progress=False)
-    return competition
+    return trained_digits(tmp_path_factory.mktemp("predict"), TINY)
 
 
 def read(competition, name):
