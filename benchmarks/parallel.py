@@ -3,10 +3,15 @@
     python benchmarks/parallel.py [--images 1797] [--epochs 4] [--folds 5] [--no-ray]
                                   [--no-speedup] [--runs K]
 
-1. speed-up: the same 5-fold run trained sequentially (one process, train.threads = the cores)
-   and with `--parallel 2` (two child processes, each pinned to half the cores, train.threads =
-   half: threads split).
-   Goal >= 1.6x on 2 cores: one small model cannot keep two cores busy, two folds can.
+1. speed-up, as a user gets it: `kit train` (train.threads = the cores) against
+   `kit train --parallel 2` (two children, each pinned to half the cores, train.threads = half:
+   threads split), each a fresh `python -m kit` process, so both pay the driver's imports and the
+   parallel arm its children's start (forked from kit.warm's server, which imports while the
+   driver does). Then the same two runs in one process whose warm server already runs (a
+   notebook's or a sweep's second call). Also printed: thread_scaling, a fold's mean seconds at
+   half the threads over its mean at all of them (from the folds' result.json), and the ceiling it
+   sets: folds x T_all / (ceil(folds / 2) x T_half), the speed-up of perfect overlap with no
+   start-up at all. Goal >= 1.6x on 2 cores for 5 small folds.
 2. Ray overhead: a local Ray with 1 CPU (started in this process) trains the run's folds one
    after another as Ray tasks (train.threads = 1), against the same folds in-process at 1 thread;
    the extra seconds per fold are the scheduling overhead: the storage check, the worker's start
@@ -20,14 +25,17 @@
    Ray (`kit train --name a,b,c --cluster`) against the same K runs in-process, per fold of all.
 
 Each figure's line ends with the load average (1 min) before and after its arms. The last line
-is `speedup=<sequential seconds / parallel seconds>` (with --no-speedup,
-`ray_overhead_per_fold_seconds=...`).
+is `speedup=<sequential seconds / parallel seconds>` of the `kit train` processes (with
+--no-speedup, `ray_overhead_per_fold_seconds=...`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,16 +76,30 @@ def timed_run(root: Path, overrides: list[str], name: str, runner=None) -> float
     return time.perf_counter() - started
 
 
-def fold_seconds(root: Path, run: str) -> float:
-    """The run's folds' own training seconds (each fold's result.json, summed)."""
+def timed_cli(root: Path, overrides: list[str], name: str, *options: str) -> float:
+    """Seconds of `python -m kit train` in a new process, as a user runs it."""
+    sets = [part for override in overrides for part in ("--set", override)]
+    command = [sys.executable, "-m", "kit", "train", "-C", str(root), "--name", name, "--quiet"]
+    started = time.perf_counter()
+    subprocess.run([*command, *options, *sets], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def fold_times(root: Path, run: str) -> list[float]:
+    """The run's folds' own training seconds (each fold's result.json)."""
     import json
 
     from kit.run import FOLD_PREFIX, RESULT_NAME
 
-    return sum(
+    return [
         json.loads(path.read_text())["seconds"]
         for path in (root / "runs" / run).glob(f"{FOLD_PREFIX}*/{RESULT_NAME}")
-    )
+    ]
+
+
+def fold_seconds(root: Path, run: str) -> float:
+    """The run's folds' own training seconds, summed."""
+    return sum(fold_times(root, run))
 
 
 def main() -> None:
@@ -94,6 +116,7 @@ def main() -> None:
     from kit.competition import Competition
     from kit.data.folds import make_folds
     from kit.device import usable_cores
+    from kit.warm import start_warm_server
 
     for module in WARM_MODULES:  # the driver's imports are not what is measured
         __import__(module)
@@ -136,10 +159,24 @@ def main() -> None:
     # threads fixed, not load-aware: the sequential run takes every core, each of 2 children half
     whole, half = [*base, f"train.threads={cores}"], [*base, f"train.threads={max(1, cores // 2)}"]
     load = os.getloadavg()[0]
-    sequential = timed_run(root, whole, "seq")
-    parallel = timed_run(root, half, "par2", lambda c: create_runner(c, parallel="2"))
-    print(f"sequential_seconds={sequential:.1f} parallel2_seconds={parallel:.1f} "
+    sequential = timed_cli(root, whole, "seq")
+    parallel = timed_cli(root, half, "par2", "--parallel", "2")
+    print(f"cli_sequential_seconds={sequential:.1f} cli_parallel2_seconds={parallel:.1f} "
           f"load={load:.2f}->{os.getloadavg()[0]:.2f}")  # fmt: skip
+    load = os.getloadavg()[0]
+    start_warm_server()  # as a second --parallel call of this process finds it
+    warm_up = timed_run(root, half, "warm0", lambda c: create_runner(c, parallel="2"))
+    warm_sequential = timed_run(root, whole, "seq-warm")
+    warm_parallel = timed_run(root, half, "par2-warm", lambda c: create_runner(c, parallel="2"))
+    print(f"in_process_sequential_seconds={warm_sequential:.1f} "
+          f"in_process_parallel2_warm_seconds={warm_parallel:.1f} (first call {warm_up:.1f}) "
+          f"speedup_warm={warm_sequential / warm_parallel:.2f} "
+          f"load={load:.2f}->{os.getloadavg()[0]:.2f}")  # fmt: skip
+    all_threads = fold_times(root, "seq") + fold_times(root, "seq-warm")
+    half_threads = fold_times(root, "par2") + fold_times(root, "par2-warm")
+    scaling = (sum(half_threads) / len(half_threads)) / (sum(all_threads) / len(all_threads))
+    rounds = math.ceil(args.folds / 2)
+    print(f"thread_scaling={scaling:.2f} ceiling={args.folds / (rounds * scaling):.2f}")
     print(f"speedup={sequential / parallel:.2f}")
 
 

@@ -102,6 +102,20 @@ def number_list(ctx, param, text: str | None) -> list[float] | None:
         raise KitError(f"--{param.name} {text!r}: give numbers separated by commas") from None
 
 
+def parallel_option(help: str):
+    """--parallel auto|N; given, it starts the children's warm server (kit.warm) while the
+    command is parsed, so the server's imports overlap this process's own."""
+
+    def start_server(ctx, param, value: str | None) -> str | None:
+        if value:
+            from kit.warm import start_warm_server
+
+            start_warm_server()
+        return value
+
+    return click.option("--parallel", metavar="auto|N", callback=start_server, help=help)
+
+
 def json_option(func):
     """--json: print the command's result record as JSON instead of lines for a person."""
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
@@ -443,7 +457,7 @@ def parse_folds(text: str | None) -> list[int] | None:
 @click.option("--nproc", default=1, type=click.IntRange(min=1), help="DDP ranks via torchrun.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--skip-bad", is_flag=True, help="Train without undecodable images (data.skip_bad).")
-@click.option("--parallel", metavar="auto|N", help="Train up to N folds at once (a process each).")
+@parallel_option("Train up to N folds at once (a process each).")
 @click.option(
     "--cluster", metavar="ray://HOST:PORT|auto|local", help="Train each fold as a Ray task."
 )
@@ -749,7 +763,7 @@ def lr_find(root, overrides, fold, start_lr, end_lr, num_iter, rule, write, quie
 @click.option("--timeout", type=click.FloatRange(min=0), help="Seconds; no new trial after.")
 @click.option("--folds", "first_folds", type=click.IntRange(min=0), help="First K folds per trial.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-@click.option("--parallel", metavar="auto|N", help="Trials' folds N at once (a process each).")
+@parallel_option("Trials' folds N at once (a process each).")
 @click.option("--cluster", metavar="ray://HOST:PORT|auto|local", help="Trials' folds as Ray tasks.")
 def sweep(root, overrides, name, trials, timeout, first_folds, quiet, parallel, cluster):
     """Optuna sweep over [sweep] params: each trial a k-fold run scored on OOF, pruned per fold.

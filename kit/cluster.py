@@ -55,11 +55,10 @@ from kit.fileio import append_jsonl, kit_home
 from kit.progress import duration
 from kit.run import CONFIG_NAME, LOG_NAME, Fold
 from kit.train.fold import FoldJob, pseudo_labels, train_one_fold
+from kit.warm import WARM_MODULES, spawn_child
 
 # what every fold process needs, wherever it runs: an offline albumentations, no Ray telemetry
 FOLD_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-# what a fold imports, lazily or not: a --parallel child imports it before its first fold
-WARM_MODULES = ("kit.train.fold", "kit.train.loop", "kit.data.transforms", "timm", "albumentations")
 RETRIES = 2  # times a fold whose process was killed is started again (it resumes from last.pt)
 POLL_SECONDS = 0.25  # how often the driver looks at its folds and at log.jsonl
 MARKERS_DIR = ".cluster-check"  # runs/<run>/.cluster-check/<node>.txt: the shared-storage check
@@ -148,28 +147,21 @@ def fold_lock(fold_dir: Path) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m kit.cluster ROOT [--device D] [--where W]`: a --parallel child.
+    """`ROOT [--device D] [--where W] [--cores C]`: a --parallel child (kit.warm.spawn_child).
 
-    It imports what training needs, then reads `RUN FOLD ATTEMPT` lines on stdin and trains each
-    fold, answering one JSON line per fold (`{"fold": k}`, or `{"fold": k, "error": "..."}` for a
-    KitError); EOF ends it.
+    It reads `RUN FOLD ATTEMPT` lines on stdin and trains each fold, answering one JSON line per
+    fold (`{"fold": k}`, or `{"fold": k, "error": "..."}` for a KitError); EOF ends it.
     """
     parser = argparse.ArgumentParser(prog="python -m kit.cluster")
     parser.add_argument("root")
     parser.add_argument("--device", default="")
     parser.add_argument("--where", default="")
     parser.add_argument("--cores", default="", help="CPU cores to run on, e.g. 0,1")
-    parser.add_argument("--parent", type=int, default=0, help="the driver's pid: die with it")
     args = parser.parse_args(argv)
-    if args.cores:  # before torch is imported: its thread pool sizes itself from this mask
+    if args.cores:  # torch threads are set per fold, from train.threads or this mask
         os.sched_setaffinity(0, [int(core) for core in args.cores.split(",")])
-    if args.parent:
-        die_with_parent(args.parent)
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # a stray print goes to the worker log, never into the answers
-
-    for module in WARM_MODULES:  # while the driver still checks and creates the run
-        importlib.import_module(module)
 
     for line in sys.stdin:
         run, fold, attempt = line.split()
@@ -465,17 +457,6 @@ def plan_slots(
     return slots
 
 
-def die_with_parent(parent: int) -> None:
-    """Linux: SIGKILL this process when the driver dies (PR_SET_PDEATHSIG), so a killed driver
-    leaves no child training; a driver already gone ends it now."""
-    with contextlib.suppress(Exception):  # not Linux: the driver's finally still stops children
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        sys.exit(1)
-
-
 class _Child:
     """One slot's child process: reads `RUN FOLD ATTEMPT` lines, answers a JSON line per fold.
 
@@ -483,47 +464,41 @@ class _Child:
     checks and creates the run, so those imports overlap instead of delaying the first fold.
     """
 
-    def __init__(self, root: Path, slot: Slot) -> None:
+    def __init__(self, root: Path, slot: Slot, wake: threading.Event) -> None:
         self.slot = slot
+        self.wake = wake  # set when it answers or ends: the driver's loop looks at once
         self.current: tuple[int, int] | None = None  # (fold, attempt) being trained
         self.said: deque[str] = deque(maxlen=400)  # its stderr, kept for the worker log
         self.log: Path | None = None  # where close() appends what it said, once a run exists
-        command = [
-            sys.executable,
-            "-m",
-            "kit.cluster",
-            str(root),
-            "--parent",
-            str(os.getpid()),
-            "--where",
-            f"{socket.gethostname()} {slot.describe()}",
-        ]
+        argv = [str(root), "--where", f"{socket.gethostname()} {slot.describe()}"]
         if slot.cores:
-            command += ["--cores", ",".join(map(str, slot.cores))]
+            argv += ["--cores", ",".join(map(str, slot.cores))]
         env = {**os.environ, **FOLD_ENV}
         if slot.gpu:
             env["CUDA_VISIBLE_DEVICES"] = slot.gpu
-            command += ["--device", "cuda"]
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-            bufsize=1,
-        )
+            argv += ["--device", "cuda"]
+        (stdin, self.jobs), (answers, stdout), (said, stderr) = (os.pipe() for _ in range(3))
+        try:
+            self.process = spawn_child(argv, env, stdin=stdin, stdout=stdout, stderr=stderr)
+        finally:  # the child holds its own ends: EOF reaches each side when the other closes
+            for fd in (stdin, stdout, stderr):
+                os.close(fd)
+        self.jobs = os.fdopen(self.jobs, "w", buffering=1)
+        self.answers_in = os.fdopen(answers, "r")
+        self.said_in = os.fdopen(said, "r", errors="replace")
         self.answers: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._listen, daemon=True).start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
+        for line in self.answers_in:
             with contextlib.suppress(ValueError):
                 self.answers.put(json.loads(line))
+                self.wake.set()
+        self.wake.set()  # it ended
 
     def _listen(self) -> None:
-        for line in self.process.stderr:
+        for line in self.said_in:
             self.said.append(line.rstrip("\n"))
 
     def last_error(self) -> str:
@@ -534,12 +509,11 @@ class _Child:
 
     def give(self, run: str, fold: int, attempt: int) -> None:
         self.current = (fold, attempt)
-        self.process.stdin.write(f"{run} {fold} {attempt}\n")
-        self.process.stdin.flush()
+        self.jobs.write(f"{run} {fold} {attempt}\n")
 
     def end_input(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self.process.stdin.close()  # end of work: the child exits by itself
+            self.jobs.close()  # end of work: the child exits by itself
 
     def close(self, log: Path | None = None, grace: float = 5.0) -> None:
         log = log or self.log
@@ -555,7 +529,7 @@ class _Child:
 
 class LocalRunner:
     """Trains the folds of a run in child processes, one per slot, each slot's folds in turn
-    (a child imports torch once and trains fold after fold, as a sequential run does).
+    (a child, forked warm from kit.warm's server, trains fold after fold as a sequential run does).
 
     Used as a context manager, the children start on entry, before the run is created.
     """
@@ -579,6 +553,7 @@ class LocalRunner:
         self.device = "cuda" if self.gpus else config.train.device.replace("auto", "cpu")
         parse_parallel(parallel)  # a bad --parallel fails before the run exists
         self.children: dict[int, _Child] = {}
+        self.wake = threading.Event()
 
     def slots(self, folds: int) -> list[Slot]:
         return plan_slots(
@@ -588,7 +563,7 @@ class LocalRunner:
     def __enter__(self) -> LocalRunner:
         if self.root is not None:  # warm: one child per slot of a whole k-fold run
             for slot in self.slots(self.config.folds.n_splits):
-                self.children[slot.index] = _Child(self.root, slot)
+                self.children[slot.index] = _Child(self.root, slot, self.wake)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -634,7 +609,7 @@ class LocalRunner:
                     if item is None:
                         break
                     if child is None:
-                        child = children[slot.index] = _Child(item[0].root, slot)
+                        child = children[slot.index] = _Child(item[0].root, slot, self.wake)
                     busy[slot.index] = item[0]
                     child.give(item[0].run_dir.name, item[0].fold, item[1])
                 poll()
@@ -674,7 +649,8 @@ class LocalRunner:
                         f"{job.label()} {how}: {child.last_error()} (log: {log}); "
                         f"continue with kit train --resume {job.run_dir.name}"
                     )
-                time.sleep(POLL_SECONDS)
+                self.wake.wait(POLL_SECONDS)  # a child's answer ends the wait at once
+                self.wake.clear()
         finally:
             for index, child in list(children.items()):  # done, an error or Ctrl-C: no orphans
                 job = busy.get(index)
@@ -691,7 +667,7 @@ def _worker_log(run_dir: Path | None, slot: int) -> Path | None:
     return run_dir / f"worker{slot}.log" if run_dir is not None and run_dir.is_dir() else None
 
 
-def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+def _stop(process, grace: float = 5.0) -> None:
     if process.poll() is not None:
         return
     process.terminate()

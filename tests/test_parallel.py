@@ -4,9 +4,12 @@ refuse what cannot work in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -122,3 +125,67 @@ def test_cli_parallel_trains_and_refuses_nonsense(tiny):
         == [step for step, _ in scalars["fold1/lr"]]
         == [1]
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_and_the_run_resumes(tiny):
+    """Ctrl-C (SIGINT to the terminal's process group) of `kit train --parallel 2`: one error
+    line, exit 130, no child and no warm server left; `--resume` then finishes the run."""
+    make_folds(tiny)
+    sets = [f"--set={o}" for o in [*EXACT, "train.epochs=8"]]
+    command = [sys.executable, "-m", "kit", "train", "-C", str(tiny.root), *sets]
+    driver = subprocess.Popen(
+        [*command, "--name", "cc", "--parallel", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+    log = tiny.runs_dir / "cc" / "log.jsonl"
+    try:
+        deadline = time.monotonic() + 180
+        pids: set[int] = set()
+        while len(pids) < 2 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+            lines = log.read_text().splitlines() if log.exists() else []
+            pids = {json.loads(line)["pid"] for line in lines if '"fold_start"' in line}
+        assert len(pids) == 2, "the two children never started a fold"
+        servers = [pid for pid in processes() if parent_of(pid) == driver.pid]
+        os.killpg(driver.pid, signal.SIGINT)
+        _, stderr = driver.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "interrupted" in last and "--resume cc" in last
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(pid in processes() for pid in {*pids, *servers}):
+        time.sleep(0.2)
+    assert not {*pids, *servers} & processes(), "a child or the warm server outlived Ctrl-C"
+    done = subprocess.run(
+        [*command, "--resume", "cc", "--parallel", "2"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tiny.runs_dir / "cc" / "metrics.json").read_text())
+    assert metrics["fold_ids"] == [0, 1, 2] and ledger_row(tiny, "cc")["complete"]
+
+
+def processes() -> set[int]:
+    """Running pids (zombies left out)."""
+    running = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as handle:
+                if handle.read().split(") ")[-1][0] != "Z":
+                    running.add(int(entry))
+    return running
+
+
+def parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().split(") ")[-1].split()[1])
+    except (OSError, ValueError):
+        return 0
