@@ -10,7 +10,7 @@
 # shared/wheels), they are installed from there only (pip --no-index) into a throw-away venv that
 # sees the system's packages. kit itself runs from this checkout (PYTHONPATH), not installed.
 #
-# Prints, each step bounded by `timeout` (the whole script: about 6 minutes on an H200):
+# Prints, each step bounded by `timeout` (the whole script: about 7 minutes on an H200):
 #   1. amp_speedup=<x>         resnet50 training step at 224 px, channels_last, AMP vs fp32
 #                               (goal >= 2); also the img/s of each
 #   2. predict_peak_gib=<x>    kit's prediction of resnet50 at 512 px, 8 views x batch 256, in a
@@ -20,6 +20,10 @@
 #   3. feed_ratio=<x>          benchmarks/feed.py: kit's train_fold, resnet50 at 224 px, AMP +
 #                               channels_last, real JPEG decode + augmentation with kit's
 #                               defaults vs the raw-pixel feed (goal >= 0.95)
+#   4. parallel_gpu_ok=<bool>  `kit train --parallel auto` on the bundled digits (issue 14): one
+#                               child per GPU, forked from kit.warm's server (which imported
+#                               torch but never touched CUDA); every fold trained on cuda and the
+#                               run is complete; also its wall seconds and a sequential run's
 # and writes everything to $OUT/gpu_results.txt and the figures to $OUT/gpu_summary.json.
 set -uo pipefail
 
@@ -183,6 +187,42 @@ fi
 timeout 330 "$PY" "$REPO/benchmarks/feed.py" "${FEED_ARGS[@]}" > "$OUT/feed.txt"
 report $? feed
 
+say "4. --parallel auto on the GPU(s): children forked warm, CUDA_VISIBLE_DEVICES per slot"
+DEVICE=cuda; [ "$SMOKE" = 1 ] && DEVICE=cpu
+timeout 240 "$PY" - "$OUT" "$DEVICE" > "$OUT/parallel.txt" 2>&1 <<'EOF'
+import json, subprocess, sys, time
+from pathlib import Path
+
+from kit.data.download import download
+from kit.data.folds import make_folds
+from kit.scaffold import new_competition
+
+out, device = Path(sys.argv[1]), sys.argv[2]
+competition = new_competition("digits", out / "parallel", example="digits")
+download(competition)
+make_folds(competition)
+sets = ["--set", "train.epochs=2", "--set", f"train.device={device}", "--set", "train.threads=1"]
+kit = [sys.executable, "-m", "kit", "train", "-C", str(competition.root), *sets]
+seconds = {}
+for name, extra in (("sequential", []), ("parallel", ["--parallel", "auto"])):
+    started = time.perf_counter()
+    done = subprocess.run([*kit, "--name", name, *extra], capture_output=True, text=True)
+    seconds[name] = time.perf_counter() - started
+    print(done.stdout[-2000:], done.stderr[-2000:], sep="\n")
+    if done.returncode:
+        print(f"kit train {name}: exit {done.returncode}\nparallel_gpu_ok=False")
+        sys.exit(1)
+log = competition.root / "runs" / "parallel" / "log.jsonl"
+starts = [json.loads(line) for line in log.read_text().splitlines() if '"fold_start"' in line]
+metrics = json.loads((competition.root / "runs" / "parallel" / "metrics.json").read_text())
+devices = sorted({start["device"] for start in starts})
+print(f"fold devices {devices}, where {sorted({start['where'] for start in starts})}")
+print(f"sequential_seconds={seconds['sequential']:.1f} parallel_seconds={seconds['parallel']:.1f}")
+ok = len(metrics["fold_ids"]) == 5 and all(d.startswith(device) for d in devices)
+print(f"parallel_gpu_ok={ok}")
+EOF
+report $? parallel
+
 say "summary"
 "$PY" - "$OUT" <<'EOF'
 import json, re, sys
@@ -190,14 +230,14 @@ from pathlib import Path
 
 out = Path(sys.argv[1])
 figures = {}
-for name in ("amp", "predict", "feed"):
+for name in ("amp", "predict", "feed", "parallel"):
     path = out / f"{name}.txt"
     text = path.read_text() if path.exists() else ""
     for key, value in re.findall(r"^(\w+)=(\S+)$", text, re.M):
         figures[key] = value
 (out / "gpu_summary.json").write_text(json.dumps(figures, indent=2) + "\n")
 for key in ("amp_speedup", "predict_peak_gib", "predict_within_budget", "cpu_time_ratio",
-            "feed_ratio"):
+            "feed_ratio", "parallel_gpu_ok"):
     print(f"{key}={figures.get(key, 'MISSING')}")
 EOF
 echo "results: $LOG"

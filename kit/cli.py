@@ -92,14 +92,22 @@ def competition_options(func):
     )(func)
 
 
-def number_list(ctx, param, text: str | None) -> list[float] | None:
-    """An option's comma-separated numbers ("0.7,0.3"), or a one-line error naming the option."""
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise KitError(f"--{param.name} {text!r}: give numbers separated by commas") from None
+def comma_numbers(kind: type = float):
+    """A Click callback: an option's comma-separated numbers of `kind` ("0.7,0.3", "0,1"), None
+    when not given, or a one-line error naming the option."""
+    example = "0,1" if kind is int else "0.7,0.3"
+
+    def parse(ctx, param, text: str | None) -> list | None:
+        if not text:
+            return None
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise KitError(
+                f"{param.opts[0]} {text!r}: give numbers separated by commas, e.g. {example}"
+            ) from None
+
+    return parse
 
 
 def parallel_option(help: str):
@@ -435,24 +443,15 @@ def drift(root, overrides, n_splits, max_images, near):
     click.echo(f"wrote {result['report']} and {result['train_scores']}")
 
 
-def parse_folds(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise KitError(
-            f"--folds {text!r}: give fold numbers separated by commas, e.g. 0,1"
-        ) from None
-
-
 @cli.command()
 @competition_options
 @click.option(
     "--name", "run", help="Run name (default: <model>-<timestamp>); a,b,c trains a list of runs."
 )
 @click.option("--runs", "runs_table", is_flag=True, help="Train kit.toml's [[runs]] list.")
-@click.option("--folds", "fold_list", help="Train only these folds, e.g. 0,1.")
+@click.option(
+    "--folds", "fold_list", callback=comma_numbers(int), help="Train only these folds, e.g. 0,1."
+)
 @click.option("--resume", "resume_run", metavar="RUN", help="Continue RUN: skip finished folds.")
 @click.option("--nproc", default=1, type=click.IntRange(min=1), help="DDP ranks via torchrun.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -510,7 +509,7 @@ def train(
             load(root, overrides),
             split_names(run),
             table=runs_table,
-            folds=parse_folds(fold_list),
+            folds=fold_list,
             progress=not quiet,
             nproc=nproc,
             parallel=parallel,
@@ -523,7 +522,7 @@ def train(
     result = train_run(
         load(root, overrides),
         resume_run or run,
-        folds=parse_folds(fold_list),
+        folds=fold_list,
         progress=not quiet,
         resume=bool(resume_run),
         nproc=nproc,
@@ -642,7 +641,9 @@ def predict(root, overrides, run, tta, merge, fold_merge, quiet, finished_folds)
     type=click.Choice(choices(BlendMethod)),
     help="Blend (default ensemble.method); weights = non-negative weights fitted on OOF.",
 )
-@click.option("--weights", callback=number_list, help="Fixed weights, one per run, e.g. 0.7,0.3.")
+@click.option(
+    "--weights", callback=comma_numbers(float), help="Fixed weights, one per run, e.g. 0.7,0.3."
+)
 @click.option(
     "--decide/--no-decide",
     default=None,
@@ -807,7 +808,9 @@ def sweep(root, overrides, name, trials, timeout, first_folds, quiet, parallel, 
 @click.argument("run")
 @click.option("--onnx", "as_onnx", is_flag=True, required=True, help="Export as ONNX (required).")
 @click.option("--per-fold", is_flag=True, help="One file per fold instead of the ensemble graph.")
-@click.option("--folds", "fold_list", help="Only these folds, e.g. 0,1.")
+@click.option(
+    "--folds", "fold_list", callback=comma_numbers(int), help="Only these folds, e.g. 0,1."
+)
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: the exporter's).")
 def export(root, overrides, run, as_onnx, per_fold, fold_list, opset):
     """Export RUN's models as ONNX (fold ensemble as one graph), checked against PyTorch.
@@ -821,9 +824,7 @@ def export(root, overrides, run, as_onnx, per_fold, fold_list, opset):
     """
     from kit.workbench.export import export_onnx
 
-    export_onnx(
-        load(root, overrides), run, per_fold=per_fold, folds=parse_folds(fold_list), opset=opset
-    )
+    export_onnx(load(root, overrides), run, per_fold=per_fold, folds=fold_list, opset=opset)
 
 
 @cli.command()
@@ -934,15 +935,6 @@ def submissions(root, overrides, as_json):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
 
 
-def parse_ints(text: str | None, option: str) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise KitError(f"{option} {text!r}: give numbers separated by commas, e.g. 0,1,2") from None
-
-
 @cli.group()
 def bench():
     """Measure parts of the pipeline on this machine.
@@ -955,8 +947,16 @@ def bench():
 
 @bench.command(name="data")
 @competition_options
-@click.option("--workers", help="num_workers to time, e.g. 0,1,2 (default: 0,1,2,4.. to cores).")
-@click.option("--batch-sizes", help="Batch sizes to time, e.g. 32,64 (default: half and train's).")
+@click.option(
+    "--workers",
+    callback=comma_numbers(int),
+    help="num_workers to time, e.g. 0,1,2 (default: 0,1,2,4.. to cores).",
+)
+@click.option(
+    "--batch-sizes",
+    callback=comma_numbers(int),
+    help="Batch sizes to time, e.g. 32,64 (default: half and train's).",
+)
 @click.option(
     "--batches",
     default=8,
@@ -980,8 +980,8 @@ def bench_data_command(root, overrides, workers, batch_sizes, batches, write):
 
     result = bench_data(
         load(root, overrides),
-        workers=parse_ints(workers, "--workers"),
-        batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+        workers=workers,
+        batch_sizes=batch_sizes,
         batches=batches,
         write=write,
     )

@@ -503,7 +503,7 @@ class _Child:
 
     def last_error(self) -> str:
         """Its `Error: ...` line, else the last lines it wrote."""
-        lines = list(self.said)
+        lines = [*self.said, *filter(None, [getattr(self.process, "failure", "")])]
         errors = [line.removeprefix("Error: ") for line in lines if line.startswith("Error: ")]
         return errors[-1] if errors else " | ".join(line.strip() for line in lines[-3:])
 

@@ -57,10 +57,13 @@ class WarmServer:
                 return
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             with theirs:
+                # it imports from where this process does (a checkout put on sys.path too)
+                path = os.pathsep.join(entry for entry in sys.path if entry)
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "kit.warm", str(theirs.fileno())],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONPATH": path},
                 )
             self.control = ours
 
@@ -89,6 +92,7 @@ class WarmChild:
         self.status = os.fdopen(status, "r")
         self.pid: int | None = None
         self.returncode: int | None = None
+        self.failure = ""  # why it never ran, when the server could not fork it
 
     def _read(self, timeout: float | None) -> bool:
         """Take the status lines that are there (waiting up to timeout); False on timeout."""
@@ -101,6 +105,9 @@ class WarmChild:
             self.pid = int(line.split()[1])
         elif line.startswith("exit "):
             self.returncode = int(line.split()[1])
+        elif self.returncode is None and self.pid is None:  # the server never forked it
+            self.returncode = 1
+            self.failure = "the warm server (python -m kit.warm) ended before it forked the child"
         elif self.returncode is None:  # the server died before it could say: as if killed
             self.returncode = -signal.SIGKILL
         return True

@@ -141,3 +141,21 @@ def test_download_refuses_a_limit_too_small_to_hold_every_class(tmp_path):
     assert_one_line_error(result, "--limit 40: the digits example needs at least 50 images")
     assert not (root / "data" / "train.csv").exists()
     assert invoke("download", "-C", root, "--limit", "50", "--quiet").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["train", "--folds", "0,x"], "--folds '0,x'"),
+        (["export", "some-run", "--folds", "1;2"], "--folds '1;2'"),
+        (["bench", "data", "--workers", "0,two"], "--workers '0,two'"),
+        (["bench", "data", "--batch-sizes", "32,6.4"], "--batch-sizes '32,6.4'"),
+        (["ensemble", "a", "b", "--weights", "0.7,x"], "--weights '0.7,x'"),
+    ],
+)
+def test_comma_lists_refuse_what_is_not_a_number_in_one_line(tmp_path, args, named):
+    result = CliRunner().invoke(cli, [*args, "-C", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {named}: give numbers separated by commas, e.g. " + (
+        "0.7,0.3" if "--weights" in args else "0,1"
+    )

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from kit.warm import SERVER
+from kit.warm import SERVER, WarmChild
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the warm server is Linux's")
 
@@ -106,3 +106,16 @@ def alive(pid: int) -> bool:
             return handle.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_server_that_dies_before_forking_is_a_failure_with_a_reason():
+    """Status EOF before any pid: the child never ran (exit 1, a reason), not 'killed'."""
+    read, write = os.pipe()
+    os.close(write)
+    child = WarmChild(read)
+    assert child.wait(timeout=5) == 1 and "ended before it forked" in child.failure
+    read, write = os.pipe()
+    os.write(write, b"pid 12345\n")
+    os.close(write)
+    child = WarmChild(read)  # forked, then the server died: as if the child was killed
+    assert child.wait(timeout=5) == -signal.SIGKILL and child.pid == 12345 and not child.failure
