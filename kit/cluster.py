@@ -460,8 +460,8 @@ def plan_slots(
 class _Child:
     """One slot's child process: reads `RUN FOLD ATTEMPT` lines, answers a JSON line per fold.
 
-    It starts (and imports torch, timm, albumentations) before the run exists, while the driver
-    checks and creates the run, so those imports overlap instead of delaying the first fold.
+    It is asked for before the run exists (kit.warm.spawn_child returns at once), so the warm
+    server's last imports overlap the driver's checks and the run's creation.
     """
 
     def __init__(self, root: Path, slot: Slot, wake: threading.Event) -> None:

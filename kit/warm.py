@@ -89,7 +89,7 @@ class WarmChild:
     """A child of the warm server, with the part of subprocess.Popen's interface kit uses."""
 
     def __init__(self, status: int) -> None:
-        self.status = os.fdopen(status, "r")
+        self.status = status  # read unbuffered: select() must see every line still to come
         self.pid: int | None = None
         self.returncode: int | None = None
         self.failure = ""  # why it never ran, when the server could not fork it
@@ -100,16 +100,21 @@ class WarmChild:
             selector.register(self.status, selectors.EVENT_READ)
             if not selector.select(timeout):
                 return False
-        line = self.status.readline()
-        if line.startswith("pid "):
-            self.pid = int(line.split()[1])
-        elif line.startswith("exit "):
-            self.returncode = int(line.split()[1])
-        elif self.returncode is None and self.pid is None:  # the server never forked it
-            self.returncode = 1
-            self.failure = "the warm server (python -m kit.warm) ended before it forked the child"
-        elif self.returncode is None:  # the server died before it could say: as if killed
-            self.returncode = -signal.SIGKILL
+        data = os.read(self.status, 4096)  # whole lines: each is one short write
+        for word, value in (line.split() for line in data.decode().splitlines()):
+            if word == "pid":
+                self.pid = int(value)
+            else:
+                self.returncode = int(value)
+        if not data:  # the server closed it: after `exit`, or it died
+            os.close(self.status)
+            if self.returncode is None and self.pid is None:  # it never forked the child
+                self.returncode = 1
+                self.failure = (
+                    "the warm server (python -m kit.warm) ended before it forked the child"
+                )
+            elif self.returncode is None:  # the server died before it could say: as if killed
+                self.returncode = -signal.SIGKILL
         return True
 
     def poll(self) -> int | None:
@@ -182,7 +187,8 @@ def serve(control: socket.socket) -> None:
                     server_fds = [control.fileno(), wakeup_read, wakeup_write, *status.values()]
                     pid = _fork(json.loads(message), fds, server_fds)
                     status[pid] = fds[3]
-                    os.write(fds[3], f"pid {pid}\n".encode())
+                    with contextlib.suppress(OSError):  # a driver that gave up on it
+                        os.write(fds[3], f"pid {pid}\n".encode())
                 else:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_read, 4096)

@@ -1,6 +1,10 @@
-"""Test helpers: a tiny trained run, reading a run back (OOF, ledger row), running a notebook."""
+"""Test helpers: a tiny trained run, reading a run back (OOF, ledger row), running a notebook,
+the processes that are running."""
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import pandas as pd
 import pytest
@@ -45,3 +49,23 @@ def notebook_outputs(path, timeout: int) -> list:
     resources = {"metadata": {"path": str(path.parent)}}
     NotebookClient(notebook, timeout=timeout, resources=resources).execute()
     return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+
+
+def running_pids() -> set[int]:
+    """Running pids (zombies left out)."""
+    running = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as handle:
+                if handle.read().split(") ")[-1][0] != "Z":
+                    running.add(int(entry))
+    return running
+
+
+def parent_of(pid: int) -> int:
+    """Its parent's pid; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().split(") ")[-1].split()[1])
+    except (OSError, ValueError):
+        return 0

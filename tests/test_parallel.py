@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
-from run_support import ledger_row, read_oof
+from run_support import ledger_row, parent_of, read_oof, running_pids
 
 from kit.cli import cli
 from kit.cluster import ClusterProgress, LocalRunner, parse_parallel, plan_slots
@@ -150,7 +150,7 @@ def test_ctrl_c_stops_every_process_and_the_run_resumes(tiny):
             lines = log.read_text().splitlines() if log.exists() else []
             pids = {json.loads(line)["pid"] for line in lines if '"fold_start"' in line}
         assert len(pids) == 2, "the two children never started a fold"
-        servers = [pid for pid in processes() if parent_of(pid) == driver.pid]
+        servers = [pid for pid in running_pids() if parent_of(pid) == driver.pid]
         os.killpg(driver.pid, signal.SIGINT)
         _, stderr = driver.communicate(timeout=60)
     finally:
@@ -161,31 +161,12 @@ def test_ctrl_c_stops_every_process_and_the_run_resumes(tiny):
     assert last.startswith("Error: ") and "interrupted" in last and "--resume cc" in last
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(pid in processes() for pid in {*pids, *servers}):
+    while time.monotonic() < deadline and any(pid in running_pids() for pid in {*pids, *servers}):
         time.sleep(0.2)
-    assert not {*pids, *servers} & processes(), "a child or the warm server outlived Ctrl-C"
+    assert not {*pids, *servers} & running_pids(), "a child or the warm server outlived Ctrl-C"
     done = subprocess.run(
         [*command, "--resume", "cc", "--parallel", "2"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tiny.runs_dir / "cc" / "metrics.json").read_text())
     assert metrics["fold_ids"] == [0, 1, 2] and ledger_row(tiny, "cc")["complete"]
-
-
-def processes() -> set[int]:
-    """Running pids (zombies left out)."""
-    running = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as handle:
-                if handle.read().split(") ")[-1][0] != "Z":
-                    running.add(int(entry))
-    return running
-
-
-def parent_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().split(") ")[-1].split()[1])
-    except (OSError, ValueError):
-        return 0

@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from run_support import running_pids
 
 from kit.warm import SERVER, WarmChild
 
@@ -60,8 +61,13 @@ def test_a_killed_child_reports_the_signal():
     assert out.readline() == "up\n"
     child.kill()
     assert child.wait(timeout=30) == -signal.SIGKILL
-    with pytest.raises(subprocess.TimeoutExpired):  # a second one, still running
-        spawn("import time; time.sleep(600)", dict(os.environ))[0].wait(timeout=0.5)
+    running, _ = spawn("import time; time.sleep(600)", dict(os.environ))
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):  # a second one, still running
+            running.wait(timeout=0.5)
+    finally:
+        running.kill()
+    assert running.wait(timeout=30) == -signal.SIGKILL
 
 
 def test_scripts_run_once_and_children_die_with_their_caller(tmp_path):
@@ -90,22 +96,13 @@ def test_scripts_run_once_and_children_die_with_their_caller(tmp_path):
         caller.kill()
         caller.wait(timeout=30)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (alive(server) or alive(child)):
+        while time.monotonic() < deadline and ({server, child} & running_pids()):
             time.sleep(0.2)
-        assert not alive(server), "the server outlived its caller"
-        assert not alive(child), "the child outlived its caller"
+        assert server not in running_pids(), "the server outlived its caller"
+        assert child not in running_pids(), "the child outlived its caller"
         assert marker.read_text() == "top level ran\n"
     finally:
         caller.kill()
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie, or a pid no longer there, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[-1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_server_that_dies_before_forking_is_a_failure_with_a_reason():
